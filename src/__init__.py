@@ -1,0 +1,1 @@
+"""Guided Self-Improvement (GSI): library code behind the top-level CLIs."""

@@ -1,0 +1,82 @@
+"""Every prompt of the project, in one place (SPEC.md "Prompts").
+
+Training and sampling build the student prompt with the same function (:func:`student_prompt`), so what the
+model is trained on and what it is asked at sampling time cannot drift apart.
+"""
+
+from __future__ import annotations
+
+STUDENT_TEMPLATE = (
+    "Below is a math problem, please give a step-by-step answer.\n\n"
+    "### Question:\n{question}\n\n### Your step-by-step answer:\n"
+)
+
+RATIONALE_DRIVEN_TEMPLATE = (
+    "Below is a math problem and a reference answer. Read the reference answer, then give your own detailed "
+    "step-by-step answer.\n\n"
+    "### Question:\n{question}\n\n### Reference Answer:\n{reference}\n\n### Your step-by-step answer:\n"
+)
+
+TEACHER_SYSTEM_PROMPT = (
+    "You are a patient and knowledgeable math teacher. A student has attempted a math problem and made a "
+    "mistake. Compare the student's answer with the correct solution, identify the first incorrect step in the "
+    "student's answer and explain clearly why it is wrong and how to fix it. Be concise."
+)
+
+TEACHER_USER_TEMPLATE = (
+    "### Question:\n{question}\n\n### Student's answer:\n{wrong_answer}\n\n### Correct solution:\n{gold}\n\n"
+    "Identify the incorrect step in the student's answer and explain why it is wrong."
+)
+
+STUDENT_REVISION_TEMPLATE = (
+    "Below is a math problem, your previous answer and a teacher's feedback on it. Please write a revised, "
+    "complete step-by-step answer.\n\n"
+    "### Question:\n{question}\n\n### Your previous answer:\n{wrong_answer}\n\n"
+    "### Teacher's feedback:\n{feedback}\n\n### Your revised step-by-step answer:\n"
+)
+
+POT_EVAL_SUFFIX = " Let's write a program."
+
+
+def student_prompt(question: str) -> str:
+    """The plain prompt: initial sampling, evaluation and training all use it."""
+    return STUDENT_TEMPLATE.format(question=question)
+
+
+def answer_driven_prompt(question: str, answer_value: str) -> str:
+    """Answer-driven guidance: the gold answer appended to the question after one space."""
+    return student_prompt(f"{question} {answer_value}")
+
+
+def rationale_driven_prompt(question: str, reference: str) -> str:
+    """Rationale-driven guidance: the gold rationale shown as a reference."""
+    return RATIONALE_DRIVEN_TEMPLATE.format(question=question, reference=reference)
+
+
+def state_reset_prompt(question: str, gold_prefix: str) -> str:
+    """State reset: the plain prompt followed directly by a prefix of the gold rationale; the model continues."""
+    return student_prompt(question) + gold_prefix
+
+
+def teacher_messages(question: str, wrong_answer: str, gold: str) -> list[dict[str, str]]:
+    """Chat messages asking the teacher to critique one wrong attempt (a fresh single-turn exchange)."""
+    return [
+        {"role": "system", "content": TEACHER_SYSTEM_PROMPT},
+        {"role": "user", "content": TEACHER_USER_TEMPLATE.format(question=question, wrong_answer=wrong_answer,
+                                                                 gold=gold)},
+    ]
+
+
+def student_revision_prompt(question: str, wrong_answer: str, feedback: str) -> str:
+    """The student's prompt after the teacher's critique: write a revised complete solution."""
+    return STUDENT_REVISION_TEMPLATE.format(question=question, wrong_answer=wrong_answer, feedback=feedback)
+
+
+def eval_question(question: str, mode: str) -> str:
+    """Question text used at evaluation: PoT mode asks for a program (SPEC.md)."""
+    return question + POT_EVAL_SUFFIX if mode == "pot" else question
+
+
+def training_pair(question: str, rationale: str, eos_token: str) -> tuple[str, str]:
+    """(prompt, completion) of one training example; the loss covers the completion (rationale + EOS) only."""
+    return student_prompt(question), rationale + eos_token
