@@ -1,0 +1,412 @@
+"""Build the project's data files from the public Hugging Face data sets (issue 2, item 6).
+
+    python scripts/prepare_data.py --out_dir data                      # everything (needs network access)
+    python scripts/prepare_data.py --out_dir data --datasets gsm8k svamp --skip_mathinstruct
+
+Writes, in the schema of SPEC.md (validated with :mod:`src.records` before anything is written):
+
+- ``test/<stem>.json`` for gsm8k, math, aqua (``aqua_rat``), mathqa, svamp, theoremqa;
+- ``inference/cot/<stem>.json``: the held-in sampling pools (GSM8K 3000, MATH 4000, AQuA 3000 training
+  questions, a seeded sample of each training split) with their gold rationales;
+- ``inference/pot/<stem>.json``: the held-in PoT pools: MathInstruct's PoT programs for those training questions,
+  each paired with the gold answer of the same question in the CoT source;
+- ``train/{cot,pot}/mathinstruct.json``: the iteration-0 data (TIGER-Lab/MathInstruct, CoT / PoT subsets).
+
+Every source is downloaded and converted in memory first, and files are written only when all of them
+succeeded, so a failed run (no network, a renamed data set) leaves nothing half-made. Each source's row format
+is handled by one small converter below; ``tests/test_prepare.py`` runs them on rows written in that format.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from src.datasets import get_dataset
+from src.records import validate_records, write_json
+
+ANSWER_TRIGGER = "The answer is"
+CHOICE_LETTERS = "ABCDE"
+
+
+class NeedsNetwork(RuntimeError):
+    """The Hugging Face Hub cannot be reached and the data sets are not in the local cache."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Small text helpers
+# ---------------------------------------------------------------------------------------------------------------
+def format_number(value: Any) -> str:
+    """A numeric answer as the project writes it: ``51.0 -> "51"``, ``"1,500" -> "1500"``, ``0.5 -> "0.5"``."""
+    text = str(value).strip().replace(",", "")
+    try:
+        num = float(text)
+    except ValueError:
+        return text
+    if num.is_integer() and abs(num) < 1e15:
+        return str(int(num))
+    return text
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces; ``\\boxed 5`` too.
+
+    Written by hand because MATH answers nest braces (``\\boxed{\\frac{1}{2}}``), which a regex cannot match.
+    """
+    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*", text)]
+    if not starts:
+        return None
+    m = starts[-1]
+    i = m.end()
+    if i < len(text) and text[i] != "{":
+        # "\boxed 5" form: the answer runs to the next space or "$"
+        tail = re.match(r"[^\s$]+", text[i:])
+        return tail.group(0) if tail else None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1:j]
+    return None  # unbalanced: no usable answer
+
+
+def normalize_math_answer(answer: str) -> str:
+    """MATH answers as the project's files store them: LaTeX thin spaces (``\\!``) and whitespace removed
+    (``40,\\!320 -> 40,320``, ``-x + 118 -> -x+118``)."""
+    return re.sub(r"\s+", "", answer.replace("\\!", ""))
+
+
+def with_answer_line(rationale: str, answer: str) -> str:
+    """The rationale with a last line ``The answer is X`` (the trigger the graders read)."""
+    return f"{rationale.rstrip()}\n{ANSWER_TRIGGER} {answer}"
+
+
+def answer_after_trigger(text: str) -> str:
+    """The text after the last ``The answer is`` (trailing period removed); ``""`` when there is none."""
+    pos = text.rfind(ANSWER_TRIGGER)
+    if pos < 0:
+        return ""
+    answer = text[pos + len(ANSWER_TRIGGER):].strip().split("\n")[0].strip()
+    answer = answer.lstrip(":").strip()
+    return answer[:-1].strip() if answer.endswith(".") else answer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Converters: one source row (in the source's own format) -> one record of the project's schema
+# ---------------------------------------------------------------------------------------------------------------
+def convert_gsm8k(row: dict, item_id: str) -> dict:
+    """openai/gsm8k ``{"question", "answer": "...<<48/2=24>>24...\\n#### 72"}``: the ``#### N`` line becomes
+    ``The answer is N``; the ``<<a*b=c>>`` calculator annotations are kept (the process check reads them)."""
+    body, sep, value = row["answer"].rpartition("####")
+    if not sep:
+        raise ValueError(f"{item_id}: GSM8K answer has no '#### N' line")
+    value = format_number(value)
+    lines = [ln.rstrip() for ln in body.strip().splitlines() if ln.strip()]
+    return {"item_id": item_id, "question": row["question"].strip(),
+            "answer_cot": with_answer_line("\n".join(lines), value), "answer_value": value}
+
+
+def convert_math(row: dict, item_id: str) -> dict:
+    """hendrycks MATH ``{"problem", "level": "Level 5", "type", "solution": "... \\boxed{X} ..."}``: the answer is
+    the last boxed expression; the rationale gets a last line ``The answer is X``; ``level`` kept as an int."""
+    boxed = last_boxed(row["solution"])
+    if boxed is None:
+        raise ValueError(f"{item_id}: MATH solution has no \\boxed{{}} answer")
+    value = normalize_math_answer(boxed)
+    rec = {"item_id": item_id, "question": row["problem"].strip(),
+           "answer_cot": with_answer_line(row["solution"].strip(), value), "answer_value": value}
+    level = re.search(r"\d+", str(row.get("level", "")))  # "Level ?" occurs in a few rows: left out then
+    if level:
+        rec["level"] = int(level.group(0))
+    return rec
+
+
+def aqua_question(question: str, options: list[str]) -> str:
+    """AQuA question text with its choices, as the project's files write it:
+    ``...\\nAnswer Choices: (A) 21 (B) 21.5 ...`` built from options like ``"A)21"``."""
+    choices = []
+    for opt in options:
+        letter, _, text = opt.partition(")")
+        choices.append(f"({letter.strip()}) {text.strip()}")
+    return f"{question.strip()}\nAnswer Choices: {' '.join(choices)}"
+
+
+def convert_aqua(row: dict, item_id: str) -> dict:
+    """deepmind/aqua_rat ``{"question", "options": ["A)21", ...], "rationale", "correct": "A"}``."""
+    letter = row["correct"].strip().upper()
+    if letter not in CHOICE_LETTERS:
+        raise ValueError(f"{item_id}: AQuA answer {row['correct']!r} is not a letter A-E")
+    return {"item_id": item_id, "question": aqua_question(row["question"], row["options"]),
+            "options": [o.strip() for o in row["options"]], "answer_cot": with_answer_line(row["rationale"], letter),
+            "answer_value": letter}
+
+
+def convert_mathqa(row: dict, item_id: str) -> dict:
+    """allenai/math_qa ``{"Problem", "Rationale": "\\"explanation ...\\"", "options": "a ) 38 , b ) ...",
+    "correct": "a", ...}``: options stay one string, the answer a lower-case letter."""
+    letter = row["correct"].strip().lower()
+    if letter not in CHOICE_LETTERS.lower():
+        raise ValueError(f"{item_id}: MathQA answer {row['correct']!r} is not a letter a-e")
+    options = row["options"].strip()
+    rationale = row.get("Rationale", "").strip().strip('"').strip()
+    return {"item_id": item_id, "question": f"{row['Problem'].strip()}\nAnswer Choices: {options}",
+            "options": options, "answer_cot": with_answer_line(rationale, letter), "answer_value": letter}
+
+
+def convert_svamp(row: dict, item_id: str) -> dict:
+    """ChilleD/SVAMP ``{"Body", "Question", "Equation", "Answer": 51.0, ...}``: question = body + question."""
+    question = f"{row['Body'].strip()} {row['Question'].strip()}"
+    value = format_number(row["Answer"])
+    equation = row.get("Equation", "").strip()
+    return {"item_id": item_id, "question": question,
+            "answer_cot": with_answer_line(equation, value), "answer_value": value}
+
+
+def convert_theoremqa(row: dict, item_id: str) -> dict:
+    """TIGER-Lab/TheoremQA ``{"Question", "Answer", "Answer_type", ...}``: answers kept as strings
+    (numbers, lists like ``[0, 5]``, ``True``/``False``)."""
+    return {"item_id": item_id, "question": row["Question"].strip(), "answer_value": str(row["Answer"]).strip()}
+
+
+def mathinstruct_mode(source: str) -> str | None:
+    """``data/CoT/gsm_rft.json -> "cot"``, ``data/PoT/mathqa.json -> "pot"``; None for anything else."""
+    parts = source.split("/")
+    if "CoT" in parts:
+        return "cot"
+    if "PoT" in parts:
+        return "pot"
+    return None
+
+
+def convert_mathinstruct(row: dict, item_id: str) -> dict:
+    """TIGER-Lab/MathInstruct ``{"source": "data/CoT/...", "instruction", "output"}``.
+
+    ``answer_value`` is the text after the last ``The answer is`` of a CoT output, and ``""`` for PoT programs
+    and the few CoT outputs without that trigger: MathInstruct has no separate answer field, and iteration-0
+    training reads only the question and the rationale.
+    """
+    output = row["output"].strip()
+    value = answer_after_trigger(output) if mathinstruct_mode(row["source"]) == "cot" else ""
+    return {"item_id": item_id, "question": row["instruction"].strip(), "answer_cot": output, "answer_value": value}
+
+
+# MathInstruct PoT instructions end in a request for a program; the question before it keys the match with the
+# CoT source: its first characters (letters and digits only) must start the instruction's, whatever the ending.
+_KEY_CHARS = 120
+
+
+def question_key(question: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", question.lower())[:_KEY_CHARS]
+
+
+def pot_pool(mathinstruct_rows: list[dict], gold: list[dict], dataset: str, source_tag: str,
+             size: int, seed: int) -> list[dict]:
+    """The PoT sampling pool of one held-in data set: MathInstruct PoT programs whose question is one of the
+    CoT source's training questions, with that question's gold answer (MathInstruct has none for programs).
+
+    ``source_tag`` selects MathInstruct sources (e.g. ``"gsm"`` matches ``data/PoT/gsm_gpt4.json``).
+    """
+    gold_by_key = {question_key(r["question"]): r for r in gold}
+    key_lengths = sorted({len(k) for k in gold_by_key}, reverse=True)  # longest match first
+    matched: list[dict] = []
+    seen: set[str] = set()
+    for row in mathinstruct_rows:
+        src = row["source"]
+        if mathinstruct_mode(src) != "pot" or source_tag.lower() not in src.rsplit("/", 1)[-1].lower():
+            continue
+        # the gold question is a prefix of the instruction (which adds "Let's write a program." or similar)
+        instruction_key = question_key(row["instruction"])
+        key = next((instruction_key[:n] for n in key_lengths if instruction_key[:n] in gold_by_key), "")
+        ref = gold_by_key.get(key)
+        if ref is None or key in seen:  # one program per question
+            continue
+        seen.add(key)
+        rec = {"question": ref["question"], "answer_cot": row["output"].strip(), "answer_value": ref["answer_value"]}
+        for extra in ("options", "level"):
+            if extra in ref:
+                rec[extra] = ref[extra]
+        matched.append(rec)
+    return number_records(sample(matched, size, seed), dataset)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sources
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Source:
+    """One public data set: where it lives on the Hub and how its rows become the project's records."""
+
+    dataset: str  # project name (src.datasets registry)
+    hf_path: str
+    configs: tuple[str | None, ...]  # several configs are concatenated (hendrycks MATH: one per subject)
+    test_splits: tuple[str, ...]
+    train_split: str | None  # None: held-out data set (no sampling pool)
+    convert: Callable[[dict, str], dict]
+    pot_tag: str | None = None  # MathInstruct PoT source tag for the PoT pool
+    fallbacks: tuple[tuple[str, tuple[str | None, ...]], ...] = ()  # other Hub copies to try, in order
+
+
+MATH_SUBJECTS = ("algebra", "counting_and_probability", "geometry", "intermediate_algebra", "number_theory",
+                 "prealgebra", "precalculus")
+
+SOURCES: dict[str, Source] = {s.dataset: s for s in [
+    Source("gsm8k", "openai/gsm8k", ("main",), ("test",), "train", convert_gsm8k, pot_tag="gsm"),
+    Source("math", "EleutherAI/hendrycks_math", MATH_SUBJECTS, ("test",), "train", convert_math, pot_tag="MATH",
+           fallbacks=(("lighteval/MATH", ("all",)),)),
+    Source("aqua", "deepmind/aqua_rat", ("raw",), ("test",), "train", convert_aqua, pot_tag="aqua"),
+    Source("mathqa", "allenai/math_qa", (None,), ("test",), None, convert_mathqa),
+    # SVAMP's 1000 problems are split 700/300 on the Hub; the paper evaluates on all 1000.
+    Source("svamp", "ChilleD/SVAMP", (None,), ("train", "test"), None, convert_svamp),
+    Source("theoremqa", "TIGER-Lab/TheoremQA", (None,), ("test",), None, convert_theoremqa),
+]}
+MATHINSTRUCT = ("TIGER-Lab/MathInstruct", None, "train")
+DEFAULT_POOL_SIZES = {"gsm8k": 3000, "math": 4000, "aqua": 3000}  # SPEC.md: the paper's held-in pools
+
+
+def sample(rows: list[dict], size: int, seed: int) -> list[dict]:
+    """A seeded sample of ``size`` rows in a fixed order (all rows when there are fewer)."""
+    if size <= 0 or size >= len(rows):
+        return list(rows)
+    idx = sorted(random.Random(seed).sample(range(len(rows)), size))
+    return [rows[i] for i in idx]
+
+
+def number_records(records: list[dict], dataset: str) -> list[dict]:
+    """Give records item ids ``<stem>_<i>`` in file order (``aqua_rat_0``, ``gsm8k_1``...)."""
+    stem = get_dataset(dataset).file_stem
+    return [{"item_id": f"{stem}_{i}", **{k: v for k, v in r.items() if k != "item_id"}}
+            for i, r in enumerate(records)]
+
+
+def convert_rows(rows: list[dict], convert: Callable[[dict, str], dict], dataset: str,
+                 skipped: dict[str, int]) -> list[dict]:
+    """Convert rows, counting (not hiding) the ones a converter rejects, e.g. MATH solutions without a box."""
+    stem = get_dataset(dataset).file_stem
+    out = []
+    for i, row in enumerate(rows):
+        try:
+            out.append(convert(row, f"{stem}_{i}"))
+        except (ValueError, KeyError, TypeError):
+            skipped[dataset] = skipped.get(dataset, 0) + 1
+    return number_records(out, dataset)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading from the Hub
+# ---------------------------------------------------------------------------------------------------------------
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """True when a TCP connection to the Hub (``HF_ENDPOINT``) opens; a fast check instead of datasets' retries."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_hf_rows(path: str, config: str | None, split: str) -> list[dict]:
+    """Rows of one split; :class:`NeedsNetwork` when the Hub is unreachable and the split is not cached."""
+    import datasets
+
+    try:
+        return list(datasets.load_dataset(path, config, split=split))
+    except ConnectionError as err:
+        raise NeedsNetwork(f"{path}: {err}") from None
+
+
+@dataclass
+class PrepareConfig:
+    out_dir: str = field(default="data", metadata={"help": "data root to write test/, inference/, train/ under"})
+    datasets: list[str] = field(default_factory=lambda: list(SOURCES),
+                                metadata={"help": "data sets to build (gsm8k math aqua mathqa svamp theoremqa)"})
+    gsm8k_pool: int = field(default=DEFAULT_POOL_SIZES["gsm8k"], metadata={"help": "GSM8K pool size (0: all)"})
+    math_pool: int = field(default=DEFAULT_POOL_SIZES["math"], metadata={"help": "MATH pool size (0: all)"})
+    aqua_pool: int = field(default=DEFAULT_POOL_SIZES["aqua"], metadata={"help": "AQuA pool size (0: all)"})
+    seed: int = field(default=42, metadata={"help": "seed of the pool samples"})
+    skip_mathinstruct: bool = field(default=False, metadata={
+        "help": "do not build train/{cot,pot}/mathinstruct.json nor the PoT pools (they come from MathInstruct)"})
+
+    def pool_size(self, dataset: str) -> int:
+        return int(getattr(self, f"{dataset}_pool"))
+
+
+def load_source(src: Source, split: str, loader: Callable[[str, str | None, str], list[dict]]) -> list[dict]:
+    """All configs of one split of a source, trying the fallback Hub copies when the first is gone."""
+    candidates = [(src.hf_path, src.configs), *src.fallbacks]
+    last: Exception | None = None
+    for path, configs in candidates:
+        try:
+            return [row for cfg in configs for row in loader(path, cfg, split)]
+        except NeedsNetwork:
+            raise
+        except Exception as err:  # noqa: BLE001 - a renamed or removed copy: try the next one, report the last
+            last = err
+    raise RuntimeError(f"could not load {src.dataset} ({split}) from {[c[0] for c in candidates]}: {last}")
+
+
+def build_files(cfg: PrepareConfig, loader: Callable[[str, str | None, str], list[dict]] = load_hf_rows,
+                ) -> dict[str, list[dict]]:
+    """Download and convert everything in memory: ``{relative path: records}``, each validated."""
+    unknown = [d for d in cfg.datasets if d not in SOURCES]
+    if unknown:
+        raise ValueError(f"unknown data sets {unknown}; choose from {list(SOURCES)}")
+    files: dict[str, list[dict]] = {}
+    skipped: dict[str, int] = {}
+    pot_gold: dict[str, list[dict]] = {}
+    for name in cfg.datasets:
+        src = SOURCES[name]
+        stem = get_dataset(name).file_stem
+        test_rows = [row for split in src.test_splits for row in load_source(src, split, loader)]
+        test = convert_rows(test_rows, src.convert, name, skipped)
+        files[f"test/{stem}.json"] = [{k: v for k, v in r.items() if k != "answer_cot"} for r in test]
+        if src.train_split:
+            train = convert_rows(load_source(src, src.train_split, loader), src.convert, name, skipped)
+            files[f"inference/cot/{stem}.json"] = number_records(sample(train, cfg.pool_size(name), cfg.seed), name)
+            pot_gold[name] = train
+    if not cfg.skip_mathinstruct:
+        path, config, split = MATHINSTRUCT
+        try:
+            rows = loader(path, config, split)
+        except NeedsNetwork:
+            raise
+        except Exception as err:  # noqa: BLE001 - one clear line for a renamed or removed data set
+            raise RuntimeError(f"could not load {path}: {err}") from None
+        for mode in ("cot", "pot"):
+            subset = [r for r in rows if mathinstruct_mode(r["source"]) == mode]
+            files[f"train/{mode}/mathinstruct.json"] = [
+                convert_mathinstruct(r, f"mathinstruct_{mode}_{i}") for i, r in enumerate(subset)]
+        for name, gold in pot_gold.items():
+            pool = pot_pool(rows, gold, name, SOURCES[name].pot_tag or name, cfg.pool_size(name), cfg.seed)
+            if pool:
+                files[f"inference/pot/{get_dataset(name).file_stem}.json"] = pool
+    for rel, records in files.items():
+        validate_records(records, "test" if rel.startswith("test/") else "train", source=rel)
+    for name, n in skipped.items():
+        logging.getLogger(__name__).warning("%s: %d rows left out (no usable answer)", name, n)
+    return files
+
+
+def prepare(cfg: PrepareConfig, loader: Callable[[str, str | None, str], list[dict]] | None = None,
+            ) -> dict[str, Path]:
+    """Build and write every file; nothing is written unless every source loaded and converted."""
+    if loader is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
+            os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false")
+        if not offline and not hub_reachable():
+            raise NeedsNetwork("the Hugging Face Hub is not reachable")
+        # datasets retries each unreachable file five times with warnings; the check above answers first
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+        loader = load_hf_rows
+    files = build_files(cfg, loader)
+    return {rel: write_json(Path(cfg.out_dir) / rel, records) for rel, records in files.items()}
