@@ -262,9 +262,8 @@ def _wrong_by_strategy(item: dict, sset: SampledSet, strategies: list[str]) -> d
         return {"unattributed": max(n_pred - n_correct, 0)}
     n_init = min(n_pred, sset.sample_num)
     init_correct = sum(1 for s in strategies if s == "initial")
-    resample_name = "initial" if sset.strategy == "vanilla" else sset.strategy
     return {"initial": max(n_init - init_correct, 0),
-            resample_name: max(n_pred - n_init - (n_correct - init_correct), 0)}
+            sset.strategy: max(n_pred - n_init - (n_correct - init_correct), 0)}
 
 
 def build_next_iteration(sampled: Iterable[SampledSet], cfg: FilterConfig | None = None,
@@ -379,3 +378,53 @@ def load_sampled(paths: Iterable[str | Path]) -> list[SampledSet]:
     if not sets:
         raise RecordError("no sampling results given")
     return sets
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The generate_train_data.py command.
+@dataclass
+class GenerateConfig:
+    """The original ``generate_train_data.py`` flags, plus ``--max_per_question``."""
+
+    cur_sampled_data_path: list[str] = field(metadata={
+        "help": "sampling results: results.json files, or folders holding one (or one per data set)"})
+    next_iter_data_path: str = field(metadata={"help": "output: the next iteration's training data (JSON list)"})
+    original_data_path: str | None = field(default=None, metadata={"help": "iteration-0 (original) data"})
+    pre_iter_data_path: str | None = field(default=None, metadata={"help": "the previous iteration's data"})
+    include_original_data: bool = field(default=False, metadata={"help": "add the original data"})
+    include_pre_iter_data: bool = field(default=False, metadata={"help": "add the previous iteration's data"})
+    check_result: bool = field(default=False, metadata={
+        "help": "keep only samples whose calculator chain computes and holds together (process check)"})
+    max_per_question: int | None = field(default=None, metadata={"help": "keep at most this many per question"})
+
+
+def counts_path(next_iter_data_path: str | Path) -> Path:
+    """``<stem>.counts.json`` beside the data file."""
+    path = Path(next_iter_data_path)
+    return path.with_name(f"{path.stem}.counts.json")
+
+
+def generate_next_iteration(cfg: GenerateConfig) -> Counts:
+    """Load and validate every input, build the data, then write data + counts (nothing on bad input)."""
+    from src.records import write_json
+
+    if cfg.max_per_question is not None and cfg.max_per_question < 1:
+        raise RecordError(f"--max_per_question must be >= 1, got {cfg.max_per_question}")
+    original = pre_iter = None
+    if cfg.include_original_data:
+        if not cfg.original_data_path:
+            raise RecordError("--include_original_data needs --original_data_path")
+        original = load_records(cfg.original_data_path, "train")
+    if cfg.include_pre_iter_data:
+        if not cfg.pre_iter_data_path:
+            raise RecordError("--include_pre_iter_data needs --pre_iter_data_path")
+        pre_iter = load_records(cfg.pre_iter_data_path, "train")
+    sampled = load_sampled(cfg.cur_sampled_data_path)
+    records, counts = build_next_iteration(sampled, FilterConfig(cfg.check_result, cfg.max_per_question),
+                                           original, pre_iter)
+    if not records:
+        raise RecordError(f"{cfg.next_iter_data_path}: no training record survived "
+                          f"(counts: {counts.total}); refusing to write an empty data file")
+    write_json(cfg.next_iter_data_path, records)
+    write_json(counts_path(cfg.next_iter_data_path), counts.to_json())
+    return counts

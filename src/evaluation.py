@@ -1,0 +1,158 @@
+"""Greedy evaluation: one response per test question, graded by ``src.grading`` (never ``eval``).
+
+    python eval.py --model_name_or_path output/tiny/model --results_path output/tiny/eval \\
+        --dataset_name synthetic synthetic_heldout \\
+        --eval_data_file data/synthetic/test/synthetic.json data/synthetic/test/synthetic_heldout.json
+
+In-process (the demo and the tests)::
+
+    items, metrics = evaluate_dataset(llm, load_records("data/test/gsm8k.json", "test"), "gsm8k")
+
+Several data sets share one engine load; every input file is validated before the engine starts and nothing is
+written unless every data set was evaluated, so bad input fails in seconds and leaves no partial results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src import prompts
+from src.datasets import get_dataset
+from src.records import RecordError, load_records, write_json
+
+RES_SUFFIX = "_res.json"
+METRICS_FILE = "metrics.json"
+
+
+@dataclass
+class EvalConfig:
+    """The original ``eval.py`` arguments (plus ``--seed`` and ``--max_model_len``)."""
+
+    model_name_or_path: str = field(metadata={"help": "model folder (Hugging Face format) to evaluate"})
+    results_path: str = field(metadata={"help": "folder for <dataset>_res.json and metrics.json"})
+    dataset_name: list[str] = field(metadata={"help": "data set names (gsm8k math aqua mathqa svamp theoremqa "
+                                                      "synthetic synthetic_heldout), paired with --eval_data_file"})
+    eval_data_file: list[str] = field(metadata={"help": "test files, one per --dataset_name, same order"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the paper's evaluation)"})
+    device_num: int = field(default=1, metadata={"help": "tensor-parallel size (GPUs)"})
+    max_length: int = field(default=1024, metadata={"help": "new tokens per response"})
+    mode: str = field(default="cot", metadata={"help": "cot, or pot (asks for a program, grades its output)",
+                                               "choices": ["cot", "pot"]})
+    seed: int = field(default=42, metadata={"help": "engine seed (matters only when --temperature > 0)"})
+    max_model_len: int | None = field(default=None, metadata={
+        "help": "prompt + response tokens per sequence; default: min(model positions, max_length + 1024)"})
+    pot_workers: int = field(default=2, metadata={"help": "PoT: sandbox processes running the programs"})
+
+
+def _level_key(item: dict) -> str | None:
+    level = item.get("level")
+    return None if level is None else str(level)
+
+
+def evaluate_dataset(llm, records: list[dict], dataset: str, mode: str = "cot", max_tokens: int = 1024,
+                     temperature: float = 0.0, executor: Any = None) -> tuple[list[dict], dict]:
+    """Generate one response per record (greedy by default), grade it, return (``_res.json`` items, metrics).
+
+    ``records`` follow the test schema; ``options`` (AQuA, MathQA) are passed to the grader.
+    """
+    from src.engine import generate, sampling_params
+    from src.grading import grade_batch
+
+    spec = get_dataset(dataset)
+    start = time.perf_counter()
+    question_prompts = [prompts.student_prompt(prompts.eval_question(r["question"], mode)) for r in records]
+    gen = generate(llm, question_prompts, sampling_params(1, temperature, 1.0, max_tokens))
+    responses = [texts[0] for texts in gen.texts]
+    grades = grade_batch(responses, [r["answer_value"] for r in records], spec.name, mode=mode, executor=executor,
+                         options=[r.get("options") for r in records])
+    items: list[dict] = []
+    by_level: dict[str, dict[str, Any]] = {}
+    for rec, response, grade in zip(records, responses, grades):
+        item = {"item_id": rec["item_id"], "question": rec["question"], "answer_value": rec["answer_value"]}
+        if rec.get("level") is not None:
+            item["level"] = rec["level"]
+        item.update(pred=[response], pred_value=[grade.pred_value], correct_pred=[response] if grade.correct else [],
+                    correct=grade.correct, status=grade.status)
+        items.append(item)
+        key = _level_key(rec)
+        if key is not None:
+            bucket = by_level.setdefault(key, {"n": 0, "correct": 0})
+            bucket["n"] += 1
+            bucket["correct"] += int(grade.correct)
+    for bucket in by_level.values():
+        bucket["accuracy"] = bucket["correct"] / bucket["n"]
+    n_correct = sum(item["correct"] for item in items)
+    metrics = {"n": len(items), "correct": n_correct, "accuracy": n_correct / len(items) if items else 0.0,
+               "generated_tokens": gen.generated_tokens, "seconds": round(time.perf_counter() - start, 3),
+               "generate_seconds": round(gen.seconds, 3),
+               "by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))}
+    return items, metrics
+
+
+def load_eval_sets(names: list[str], files: list[str]) -> list[tuple[str, list[dict]]]:
+    """Validate the paired data set names and test files up front; raise RecordError naming the bad one."""
+    if len(names) != len(files):
+        raise RecordError(f"--dataset_name has {len(names)} entries but --eval_data_file has {len(files)}; "
+                          "give one test file per data set, in the same order")
+    sets = []
+    for name, file in zip(names, files):
+        try:
+            spec = get_dataset(name)
+        except ValueError as err:
+            raise RecordError(f"{file}: {err}") from None
+        sets.append((spec.name, load_records(file, "test")))
+    seen = [n for n, _ in sets]
+    if len(set(seen)) != len(seen):
+        raise RecordError(f"--dataset_name repeats a data set ({' '.join(names)}): outputs would overwrite")
+    return sets
+
+
+def model_positions(model_dir: str | Path) -> int | None:
+    """``max_position_embeddings`` of a local checkpoint (None when unknown)."""
+    config = Path(model_dir) / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """Evaluate every data set with one engine; write ``<dataset>_res.json`` + ``metrics.json``; return metrics."""
+    from src.engine import EngineConfig, build_llm
+
+    sets = load_eval_sets(cfg.dataset_name, cfg.eval_data_file)  # before the engine: fail in seconds
+    if not (Path(cfg.model_name_or_path) / "config.json").is_file():
+        raise RecordError(f"{cfg.model_name_or_path}: not a model folder (no config.json)")
+    total_start = time.perf_counter()
+    positions = model_positions(cfg.model_name_or_path)
+    max_model_len = cfg.max_model_len or min(positions or 10**9, cfg.max_length + 1024)
+    engine_start = time.perf_counter()
+    llm = build_llm(EngineConfig(cfg.model_name_or_path, device_num=cfg.device_num, seed=cfg.seed,
+                                 max_model_len=max_model_len))
+    engine_seconds = time.perf_counter() - engine_start
+    # Responses may use what the prompt leaves of the context; vLLM refuses a request that cannot fit.
+    max_tokens = cfg.max_length
+    results: dict[str, tuple[list[dict], dict]] = {}
+    executor_cm = contextlib.nullcontext()
+    if cfg.mode == "pot":
+        from src.grading import PotExecutor
+
+        executor_cm = PotExecutor(workers=cfg.pot_workers)
+    with executor_cm as executor:
+        for name, records in sets:
+            results[name] = evaluate_dataset(llm, records, name, cfg.mode, max_tokens, cfg.temperature, executor)
+            print(f"{name}: accuracy {results[name][1]['accuracy']:.4f} "
+                  f"({results[name][1]['correct']}/{results[name][1]['n']})", flush=True)
+    out = Path(cfg.results_path)
+    for name, (items, _) in results.items():
+        write_json(out / f"{name}{RES_SUFFIX}", items)
+    metrics = {"model": cfg.model_name_or_path, "mode": cfg.mode, "temperature": cfg.temperature,
+               "max_length": cfg.max_length, "engine_start_seconds": round(engine_seconds, 3),
+               "seconds": round(time.perf_counter() - total_start, 3),
+               "datasets": {name: m for name, (_, m) in results.items()}}
+    write_json(out / METRICS_FILE, metrics)
+    return metrics
