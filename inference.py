@@ -1,6 +1,13 @@
-"""inference.py: not implemented yet (see the project's open issues). This placeholder does no work."""
+"""GSI sampling, vanilla (--max_resample_num 0) or brute force (unguided resampling, --max_resample_num > 0).
 
-import sys
+    python inference.py --model_name_or_path output/tiny-model \
+        --inference_data_file data/synthetic/inference/cot/synthetic.json --dataset_name synthetic \
+        --results_path output/sampling/vanilla --max_resample_num 0
+
+`--help` lists every flag; all logic lives in src/sampling (this file only names the strategy).
+"""
+
+from src.sampling.cli import main
 
 if __name__ == "__main__":
-    sys.exit("inference.py is not implemented yet: see the open issues of this project.")
+    main("vanilla")

@@ -1,6 +1,13 @@
-"""inference_rationale_driven.py: not implemented yet (see the project's open issues). This placeholder does no work."""
+"""GSI sampling, rationale-driven resampling: the gold rationale is shown as a reference.
 
-import sys
+    python inference_rationale_driven.py --model_name_or_path output/tiny-model \
+        --inference_data_file data/synthetic/inference/cot/synthetic.json --dataset_name synthetic \
+        --results_path output/sampling/rationale_driven
+
+`--help` lists every flag; all logic lives in src/sampling (this file only names the strategy).
+"""
+
+from src.sampling.cli import main
 
 if __name__ == "__main__":
-    sys.exit("inference_rationale_driven.py is not implemented yet: see the open issues of this project.")
+    main("rationale_driven")

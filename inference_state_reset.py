@@ -1,6 +1,13 @@
-"""inference_state_reset.py: not implemented yet (see the project's open issues). This placeholder does no work."""
+"""GSI sampling, state-reset resampling: the student continues a growing prefix of the gold rationale.
 
-import sys
+    python inference_state_reset.py --model_name_or_path output/tiny-model \
+        --inference_data_file data/synthetic/inference/cot/synthetic.json --dataset_name synthetic \
+        --results_path output/sampling/state_reset
+
+`--help` lists every flag; all logic lives in src/sampling (this file only names the strategy).
+"""
+
+from src.sampling.cli import main
 
 if __name__ == "__main__":
-    sys.exit("inference_state_reset.py is not implemented yet: see the open issues of this project.")
+    main("state_reset")

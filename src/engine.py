@@ -10,8 +10,11 @@ we set a modest default when the user has not. On GPUs the same code runs with C
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -58,3 +61,50 @@ def build_llm(cfg: EngineConfig):
         enforce_eager=on_cpu() if cfg.enforce_eager is None else cfg.enforce_eager,
         trust_remote_code=False,
     )
+
+
+def sampling_params(n: int, temperature: float, top_p: float, max_tokens: int, **extra):
+    """``SamplingParams`` for ``n`` completions per prompt (never a per-request seed: it kills the CPU engine)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, **extra)
+
+
+@dataclass
+class Generation:
+    """The completions of one ``generate`` call, in prompt order, and how long vLLM took."""
+
+    texts: list[list[str]]  # texts[i][j]: completion j of prompt i
+    generated_tokens: int
+    seconds: float
+
+
+def generate(llm, prompts: list[str], params) -> Generation:
+    """One ``llm.generate`` over every prompt (``params.n`` completions each), timed from outside vLLM."""
+    start = time.perf_counter()
+    outputs = llm.generate(prompts, params, use_tqdm=False) if prompts else []
+    seconds = time.perf_counter() - start
+    texts = [[c.text for c in out.outputs] for out in outputs]
+    tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
+    return Generation(texts, tokens, seconds)
+
+
+def reload_weights(llm, model_dir: str | Path) -> None:
+    """Swap the engine's weights for the checkpoint in ``model_dir`` in place (no engine restart).
+
+    Only for untied checkpoints (an explicit ``lm_head``): vLLM's in-place reload leaves a tied ``lm_head``
+    stale and the model then generates garbage without any error, so tied checkpoints are refused here.
+    """
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: no model config; expected a Hugging Face checkpoint folder")
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    # text_config: multimodal / nested configs keep the flag one level down
+    tied = config.get("tie_word_embeddings", config.get("text_config", {}).get("tie_word_embeddings", True))
+    if tied:
+        raise ValueError(f"{model_dir}: tie_word_embeddings is true; vLLM's in-place reload_weights is only "
+                         "correct for untied checkpoints. Save it untied (src.tiny.save_untied) or build a new "
+                         "engine with build_llm.")
+    llm.collective_rpc("reload_weights", kwargs={"weights_path": str(model_dir)})
+    # cached KV blocks were computed by the old weights
+    llm.reset_prefix_cache()
