@@ -1,0 +1,292 @@
+"""Stage bookkeeping for the iteration scripts: done markers, timings and resume after a crash or ``kill -9``.
+
+    python -m src.stages run --stage eval --marker EXP/iter_0/stages/eval.json --log EXP/iter_0/logs/eval.log \\
+        --inputs EXP/iter_0/model data/test/gsm8k.json --outputs EXP/iter_0/eval_data -- python eval.py ...
+    python -m src.stages report EXP            # where the time of every iteration went
+
+``run`` skips the stage when its marker exists, every input still has the recorded sha256 and every output still
+exists with the recorded sha256. Otherwise it deletes the outputs (a half-written folder of a killed run never
+mixes with the new one: the original scripts appended to result files, so retries duplicated records), runs the
+command (output to the terminal and the log), and on success writes the marker atomically: inputs and outputs
+with their sha256, wall seconds and, for vLLM stages, the engine start-up seconds read from the outputs
+(``metrics.json``/``sampling_stats.json``). A stage killed before its marker is written is simply redone, and
+because every later stage lists the earlier outputs as inputs, a redone stage whose outputs changed makes the
+later stages run again too.
+
+``--resumable`` paths (the trainer's checkpoints) survive a rerun when the interrupted attempt consumed the same
+inputs, so a long training job continues where it stopped; with other inputs they are deleted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ENGINE_FILES = ("metrics.json", "sampling_stats.json")  # files whose engine_start_seconds a stage reports
+_CHUNK = 1 << 20
+STAGE_ORDER = ("data", "train", "eval", "sample", "generate")  # order of the stages within an iteration
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic JSON write (temp file + rename). Not src.records.write_json: importing that module loads
+    ``datasets`` (1.3 s), and this command runs around every stage."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=2)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_path(path: str | Path) -> str:
+    """sha256 of a file, or of a folder as the sorted list of (relative path, sha256) of the files under it."""
+    path = Path(path)
+    if path.is_file():
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+    if path.is_dir():
+        h = hashlib.sha256(b"dir\n")
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(f"{file.relative_to(path).as_posix()}\0{sha256_path(file)}\n".encode())
+        return h.hexdigest()
+    raise FileNotFoundError(f"{path}: not found")
+
+
+def hashes(paths: list[str]) -> dict[str, str]:
+    return {p: sha256_path(p) for p in paths}
+
+
+def remove(path: str | Path) -> None:
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@dataclass
+class StageRecord:
+    """The marker file of a finished stage."""
+
+    stage: str
+    command: list[str]
+    consumed: dict[str, str]  # input path -> sha256
+    produced: dict[str, str]  # output path -> sha256
+    wall_seconds: float
+    engine_start_seconds: float | None = None
+    attempts: int = 1
+    started_at: str = ""
+    finished_at: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_marker(marker: str | Path) -> StageRecord | None:
+    marker = Path(marker)
+    if not marker.is_file():
+        return None
+    try:
+        return StageRecord(**json.loads(marker.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, TypeError):
+        return None  # a marker we cannot read proves nothing: redo the stage
+
+
+def why_not_done(marker: str | Path, inputs: list[str], outputs: list[str]) -> str | None:
+    """None when the stage finished with these inputs and its outputs are intact, else the reason to run it."""
+    record = load_marker(marker)
+    if record is None:
+        return "no completion marker"
+    if sorted(record.consumed) != sorted(inputs) or sorted(record.produced) != sorted(outputs):
+        return "the stage's inputs or outputs changed since it ran"
+    for path, digest in {**record.consumed, **record.produced}.items():
+        if not Path(path).exists():
+            return f"{path} is missing"
+        if sha256_path(path) != digest:
+            return f"{path} changed since the stage ran"
+    return None
+
+
+def engine_start_seconds(outputs: list[str]) -> float | None:
+    """The largest ``engine_start_seconds`` any metrics.json / sampling_stats.json under ``outputs`` reports."""
+    found: list[float] = []
+    for out in map(Path, outputs):
+        files = [out] if out.is_file() else [p for name in ENGINE_FILES for p in out.rglob(name)] if out.is_dir() \
+            else []
+        for file in files:
+            if file.name not in ENGINE_FILES:
+                continue
+            try:
+                value = json.loads(file.read_text(encoding="utf-8")).get("engine_start_seconds")
+            except (json.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(value, (int, float)):
+                found.append(float(value))
+    return max(found) if found else None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _run_logged(command: list[str], log: Path) -> int:
+    """Run ``command``, copying its output to the terminal and (appended, one header per attempt) to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as fh:
+        fh.write(f"\n===== {_now()} $ {' '.join(command)}\n".encode())
+        fh.flush()
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        try:
+            for line in iter(proc.stdout.readline, b""):
+                fh.write(line)
+                fh.flush()
+                sys.stdout.buffer.write(line)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            raise
+        return proc.wait()
+
+
+def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[str], outputs: list[str],
+              log: str | Path, resumable: list[str] | None = None, retries: int = 0) -> StageRecord:
+    """Skip the stage if it is done, else clear its outputs, run it (retrying), and write its marker."""
+    marker, log = Path(marker), Path(log)
+    reason = why_not_done(marker, inputs, outputs)
+    if reason is None:
+        record = load_marker(marker)
+        assert record is not None
+        print(f"[stages] skip {stage}: done at {record.finished_at} ({record.wall_seconds:.1f} s)", flush=True)
+        return record
+    missing = [p for p in inputs if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"stage {stage}: input {missing[0]} does not exist (did an earlier stage fail?)")
+    consumed = hashes(inputs)
+    attempt_file = marker.with_name(marker.name + ".attempt")
+    previous = json.loads(attempt_file.read_text()) if attempt_file.is_file() else None
+    keep_resumable = previous is not None and previous.get("consumed") == consumed
+    print(f"[stages] run {stage}: {reason}", flush=True)
+    remove(marker)
+    for path in outputs + ([] if keep_resumable else list(resumable or [])):
+        remove(path)
+    write_json(attempt_file, {"stage": stage, "consumed": consumed, "started_at": _now()})
+    started_at, start = _now(), time.perf_counter()
+    rc = 1
+    for attempt in range(1, retries + 2):
+        rc = _run_logged(command, log)
+        if rc == 0:
+            break
+        print(f"[stages] {stage}: attempt {attempt} failed with exit code {rc}", flush=True)
+        for path in outputs:  # a retry starts clean: no partial or appended results
+            remove(path)
+    if rc != 0:
+        raise StageFailed(stage, rc, log)
+    absent = [p for p in outputs if not Path(p).exists()]
+    if absent:
+        raise StageFailed(stage, 0, log, f"exited 0 but did not produce {absent[0]}")
+    record = StageRecord(stage=stage, command=command, consumed=consumed, produced=hashes(outputs),
+                         wall_seconds=round(time.perf_counter() - start, 3),
+                         engine_start_seconds=engine_start_seconds(outputs), attempts=attempt,
+                         started_at=started_at, finished_at=_now())
+    write_json(marker, asdict(record))
+    remove(attempt_file)
+    eng = f", engine start {record.engine_start_seconds:.1f} s" if record.engine_start_seconds is not None else ""
+    print(f"[stages] done {stage}: {record.wall_seconds:.1f} s{eng}", flush=True)
+    return record
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, rc: int, log: Path, why: str = ""):
+        self.rc = rc or 1
+        super().__init__(f"stage {stage} failed ({why or f'exit code {rc}'}); log: {log}")
+
+
+def report(exp_dir: str | Path) -> list[dict[str, Any]]:
+    """One row per finished stage under ``exp_dir`` (iteration, stage, wall and engine start-up seconds)."""
+    rows = []
+    def order(marker: Path) -> tuple[int, int, str]:
+        stem = marker.stem
+        return (int(marker.parts[-3].split("_")[1]),
+                STAGE_ORDER.index(stem) if stem in STAGE_ORDER else len(STAGE_ORDER), stem)
+
+    for marker in sorted(Path(exp_dir).glob("iter_*/stages/*.json"), key=order):
+        record = load_marker(marker)
+        if record is not None:
+            rows.append({"iteration": int(marker.parts[-3].split("_")[1]), "stage": record.stage,
+                         "wall_seconds": record.wall_seconds, "engine_start_seconds": record.engine_start_seconds})
+    return rows
+
+
+def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" not in argv:
+        return argv, []
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, command = _split_command(argv)
+    ap = argparse.ArgumentParser(prog="python -m src.stages", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a stage unless done (command after --)")
+    r.add_argument("--stage", required=True, help="stage name, e.g. train, eval, sample, generate")
+    r.add_argument("--marker", required=True, help="completion marker (JSON) of this stage")
+    r.add_argument("--log", required=True, help="log file (appended, one header per attempt)")
+    r.add_argument("--inputs", nargs="*", default=[], help="files/folders the stage consumes")
+    r.add_argument("--outputs", nargs="+", required=True, help="files/folders the stage produces")
+    r.add_argument("--resumable", nargs="*", default=[], help="kept across a rerun with the same inputs")
+    r.add_argument("--retries", type=int, default=int(os.environ.get("STAGE_RETRIES", "0")),
+                   help="reruns after a failure (env STAGE_RETRIES)")
+    d = sub.add_parser("done", help="exit 0 when the stage is done, 1 (and why) otherwise")
+    d.add_argument("--marker", required=True)
+    d.add_argument("--inputs", nargs="*", default=[])
+    d.add_argument("--outputs", nargs="+", required=True)
+    rep = sub.add_parser("report", help="wall and engine start-up seconds per stage of an experiment")
+    rep.add_argument("exp_dir")
+    rep.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    args = ap.parse_args(own)
+    if args.cmd == "run":
+        if not command:
+            ap.error("run needs the stage's command after --")
+        try:
+            run_stage(args.stage, args.marker, command, args.inputs, args.outputs, args.log, args.resumable,
+                      args.retries)
+        except (StageFailed, FileNotFoundError) as err:
+            print(f"[stages] error: {err}", file=sys.stderr, flush=True)
+            return getattr(err, "rc", 1)
+        return 0
+    if args.cmd == "done":
+        why = why_not_done(args.marker, args.inputs, args.outputs)
+        print("done" if why is None else why)
+        return 0 if why is None else 1
+    rows = report(args.exp_dir)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'iter':>4}  {'stage':<10} {'wall_s':>9} {'engine_start_s':>15}")
+        for row in rows:
+            eng = "" if row["engine_start_seconds"] is None else f"{row['engine_start_seconds']:.1f}"
+            print(f"{row['iteration']:>4}  {row['stage']:<10} {row['wall_seconds']:>9.1f} {eng:>15}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
