@@ -1,0 +1,232 @@
+"""Normalisation and equivalence of final answers (the tolerance policy is in ``src/grading/__init__.py``).
+
+Cheap checks run in the caller: normalised string equality, then plain numbers. Only when those cannot decide
+does a symbolic comparison (sympy) run, and always in a helper process with a deadline (``SympyChecker``):
+sympy can spend unbounded time on inputs like ``10^{10^{10}}``, and a C-level big-integer operation cannot be
+interrupted by a signal, so the only reliable bound is a process we can kill. Guards in the helper also reject
+huge powers and factorials before anything is evaluated.
+"""
+
+from __future__ import annotations
+
+import atexit
+import math
+import re
+import threading
+from fractions import Fraction
+from functools import lru_cache
+
+from src.grading._procs import HelperDied, LineWorker
+
+REL_TOL_EXACT = 1e-6  # number / math answers: absorbs float printing noise only (18.000000000001 == 18)
+REL_TOL_THEOREMQA = 1e-2  # TheoremQA floats: 1% of the gold value (answers are rounded to 2-4 digits)
+ABS_TOL_ZERO = 1e-9  # a gold value of exactly 0 needs |pred| below this
+SYMPY_TIMEOUT_S = 5.0  # wall-clock bound of one symbolic comparison (parse + simplify)
+
+# ---------------------------------------------------------------------------------------------------------------
+# Numbers
+
+_NUM_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_FRAC_RE = re.compile(r"^([+-]?\d+)\s*/\s*([+-]?\d+)$")
+_LATEX_FRAC_RE = re.compile(r"^([+-]?)\\[dt]?frac\{([+-]?\d+)\}\{([+-]?\d+)\}$")
+_THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d*)?$")
+
+
+def clean_number_text(text: str) -> str:
+    """Strip what decorates a number without changing it: $, \\$, %, \\%, thousands commas, spaces, ``\\!``."""
+    s = text.strip().replace("\\!", "").replace("\\,", "").replace("{,}", ",")
+    s = re.sub(r"\\text\{\s*\}", "", s)
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    s = s.replace("−", "-").strip().rstrip(".").strip()
+    if _THOUSANDS_RE.match(s.replace(" ", "")):
+        s = s.replace(",", "")
+    return s.replace(" ", "")
+
+
+def parse_number(text: str) -> Fraction | float | None:
+    """A plain number (int, decimal, a/b, \\frac{a}{b}, scientific) as an exact Fraction, or None."""
+    s = clean_number_text(text)
+    if not s or len(s) > 60:  # longer strings are not plain numbers (and Fraction('1e999999') is slow)
+        return None
+    if _NUM_RE.match(s):
+        mant, _, exp = s.lower().partition("e")
+        if exp and abs(int(exp)) > 300:
+            return None
+        try:
+            return Fraction(s)
+        except (ValueError, ZeroDivisionError):
+            return None
+    m = _FRAC_RE.match(s) or None
+    if m:
+        num, den = int(m.group(1)), int(m.group(2))
+        return Fraction(num, den) if den else None
+    m = _LATEX_FRAC_RE.match(s)
+    if m:
+        num, den = int(m.group(2)), int(m.group(3))
+        if not den:
+            return None
+        val = Fraction(num, den)
+        return -val if m.group(1) == "-" else val
+    return None
+
+
+def numbers_equal(a: Fraction | float, b: Fraction | float, rel_tol: float = REL_TOL_EXACT) -> bool:
+    """``a`` (prediction) equals ``b`` (gold) within ``rel_tol`` of |b|; a zero gold needs |a| <= ABS_TOL_ZERO."""
+    if a == b:
+        return True
+    fa, fb = float(a), float(b)
+    if not (math.isfinite(fa) and math.isfinite(fb)):
+        return False
+    if fb == 0:
+        return abs(fa) <= ABS_TOL_ZERO
+    return abs(fa - fb) <= rel_tol * abs(fb)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# LaTeX normalisation (the MATH convention of Hendrycks et al., extended)
+
+_UNIT_WORDS = (r"(?:units?|square\s+units?|sq\.?\s*units?|cm|centimeters?|meters?|m|km|inches|inch|in|feet|foot|"
+               r"ft|miles?|hours?|minutes?|seconds?|days?|weeks?|years?|dollars?|cents?|degrees?|mph|pounds?|"
+               r"square\s+\w+|cubic\s+\w+)")
+
+
+def _group_end(s: str) -> int:
+    """Index of the brace closing the group that opens at ``s[0]`` (the last index when unbalanced)."""
+    depth = 0
+    for i, ch in enumerate(s):
+        depth += ch == "{"
+        depth -= ch == "}"
+        if depth == 0:
+            return i
+    return len(s) - 1
+
+
+def _fix_fracs(s: str) -> str:
+    """``\\frac12`` -> ``\\frac{1}{2}``, ``\\frac1{2}`` -> ``\\frac{1}{2}``, ``\\frac{a}2`` -> ``\\frac{a}{2}``."""
+    out = []
+    parts = s.split("\\frac")
+    out.append(parts[0])
+    for part in parts[1:]:
+        out.append("\\frac")
+        if part.startswith("{"):
+            # numerator already braced: brace a bare single-character denominator
+            end = _group_end(part)
+            rest = part[end + 1:]
+            if rest and rest[0] not in "{" and rest[0] != "\\":
+                rest = "{" + rest[0] + "}" + rest[1:]
+            out.append(part[: end + 1] + rest)
+        elif len(part) >= 2 and part[0] != "\\":
+            a = part[0]
+            if part[1] == "{":
+                out.append("{" + a + "}" + part[1:])
+            else:
+                out.append("{" + a + "}{" + part[1] + "}" + part[2:])
+        else:
+            out.append(part)
+    return "".join(out)
+
+
+def _fix_sqrt(s: str) -> str:
+    """``\\sqrt3`` -> ``\\sqrt{3}`` (one character argument)."""
+    return re.sub(r"\\sqrt(?![\[{(])\s*(\w)", r"\\sqrt{\1}", s)
+
+
+def _fix_a_slash_b(s: str) -> str:
+    m = re.fullmatch(r"(-?\d+)/(\d+)", s)
+    return f"\\frac{{{m.group(1)}}}{{{m.group(2)}}}" if m else s
+
+
+def normalize_math(text: str) -> str:
+    """Canonical string form of a LaTeX answer (spacing, \\left/\\right, dfrac, degrees, units, text, $)."""
+    s = text.strip().replace("\n", "").rstrip(".").strip()
+    s = s.replace("\\!", "").replace("\\,", "").replace("\\;", "").replace("\\:", "").replace("\\ ", "")
+    s = s.replace("\\\\", "\\")  # row breaks: damaged golds lost one backslash, so compare both with one
+    s = s.replace("tfrac", "frac").replace("dfrac", "frac").replace("\\left", "").replace("\\right", "")
+    s = s.replace("\\bigl", "").replace("\\bigr", "").replace("\\Bigl", "").replace("\\Bigr", "")
+    s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("°", "").replace("\\circ", "")
+    s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
+    s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{\s*" + _UNIT_WORDS + r"(\^\d|\^\{\d\})?\s*\}", "", s)
+    s = re.sub(r"\\(?:text|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\(?:displaystyle|mathit)\b", "", s)
+    s = s.replace("\\{", "{").replace("\\}", "}") if s.startswith("\\{") else s
+    s = s.replace("{,}", ",")
+    s = s.replace(" .", " 0.").replace("{.", "{0.")
+    if s.startswith("."):
+        s = "0" + s
+    s = s.replace("−", "-").replace("\\infty", "\\infty ").replace("\\pi", "\\pi ")
+    s = _fix_sqrt(s)
+    s = s.replace(" ", "")
+    s = _fix_fracs(s)
+    if s == "0.5":
+        s = "\\frac{1}{2}"
+    s = _fix_a_slash_b(s)
+    if _THOUSANDS_RE.match(s):
+        s = s.replace(",", "")
+    return s
+
+
+def strip_variable_lhs(s: str) -> str:
+    """``x=5`` -> ``5``; ``k = \\frac{1}{2}`` -> ``\\frac{1}{2}``: the answer is the right side of the last ``=``."""
+    if "=" in s and not any(t in s for t in ("\\le", "\\ge", "<", ">")):
+        return s.rsplit("=", 1)[1].strip()
+    return s
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The symbolic checker: runs in a helper process
+
+
+class SympyChecker:
+    """One helper process running :func:`src.grading.symbolic.handle`; every call has a deadline."""
+
+    def __init__(self, timeout: float = SYMPY_TIMEOUT_S):
+        self.timeout = timeout
+        self.worker = LineWorker("src.grading.symbolic:handle", setup="src.grading.symbolic:warm_up")
+        self.timeouts = 0
+
+    def equal(self, pred: str, gold: str) -> bool | None:
+        """True / False, or None when the comparison ran out of time or the helper failed."""
+        with self.worker.lock:
+            try:
+                reply = self.worker.call({"pred": pred, "gold": gold}, self.timeout)
+            except TimeoutError:
+                self.timeouts += 1
+                return None
+            except HelperDied:
+                return None
+        return reply.get("equal") if "equal" in reply else None
+
+    def value(self, expr: str) -> float | None:
+        """The real numeric value of a closed-form answer, or None (not a real number, timeout, failure)."""
+        with self.worker.lock:
+            try:
+                reply = self.worker.call({"expr": expr}, self.timeout)
+            except TimeoutError:
+                self.timeouts += 1
+                return None
+            except HelperDied:
+                return None
+        return reply.get("value")
+
+    def close(self) -> None:
+        self.worker.close()
+
+
+_checker: SympyChecker | None = None
+_checker_lock = threading.Lock()
+
+
+def get_checker() -> SympyChecker:
+    """The process-wide symbolic checker (started on first use, stopped at exit)."""
+    global _checker
+    with _checker_lock:
+        if _checker is None:
+            _checker = SympyChecker()
+            atexit.register(_checker.close)
+        return _checker
+
+
+@lru_cache(maxsize=65536)
+def symbolic_equal(pred: str, gold: str) -> bool | None:
+    """Symbolic equivalence of two normalised LaTeX answers (None: timed out or could not be decided)."""
+    return get_checker().equal(pred, gold)

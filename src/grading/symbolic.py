@@ -1,0 +1,298 @@
+"""Symbolic comparison of two LaTeX answers with sympy; runs only inside the checker helper process.
+
+``handle`` is the helper's request handler (see ``src.grading.compare.SympyChecker``). The caller bounds its
+wall time by killing the helper; the guards below additionally refuse to evaluate huge powers and factorials
+(``10^{10^{10}}``, ``99999!``), which keeps the helper alive for the next request in the common case.
+
+LaTeX is translated to sympy syntax by a small hand-written converter (fractions, roots, powers, pi, infinity,
+trig/log names, implicit multiplication): sympy's own ``parse_latex`` needs antlr4 (not installed) or a lark
+grammar that rejects common answer forms such as ``\\frac12`` and ``2\\sqrt3``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Any
+
+import sympy
+from sympy.parsing.sympy_parser import (
+    convert_xor,
+    factorial_notation,
+    implicit_multiplication,
+    parse_expr,
+    standard_transformations,
+)
+
+from src.grading.compare import normalize_math
+
+MAX_EXPONENT = 10_000  # largest |exponent| (or resulting digit count) we agree to evaluate
+MAX_FACTORIAL = 2_000
+NUMERIC_REL_TOL = 1e-9  # two closed-form answers are equal when they agree to 9 significant digits
+
+_TRANSFORMS = standard_transformations + (implicit_multiplication, convert_xor, factorial_notation)
+_FUNCS = {"sqrt": sympy.sqrt, "log": sympy.log, "ln": sympy.log, "exp": sympy.exp, "sin": sympy.sin,
+          "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec, "csc": sympy.csc,
+          "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan, "factorial": sympy.factorial,
+          "binomial": sympy.binomial, "pi": sympy.pi, "oo": sympy.oo, "I": sympy.I, "E": sympy.E,
+          "Abs": sympy.Abs}
+_GREEK = ("alpha", "beta", "gamma", "delta", "theta", "phi", "varphi", "psi", "omega", "lambda", "mu", "sigma",
+          "rho", "tau", "epsilon", "eta", "kappa", "nu", "xi", "zeta", "chi")
+_COMMANDS = {"\\cdot": "*", "\\times": "*", "\\div": "/", "\\infty": "oo", "\\pi": "pi", "\\ln": "log",
+             "\\log": "log", "\\exp": "exp", "\\sin": "sin", "\\cos": "cos", "\\tan": "tan", "\\cot": "cot",
+             "\\sec": "sec", "\\csc": "csc", "\\arcsin": "arcsin", "\\arccos": "arccos", "\\arctan": "arctan",
+             "\\le": "<=", "\\ge": ">=", "\\leq": "<=", "\\geq": ">=", "\\neq": "!="}
+
+
+class Unsupported(ValueError):
+    """The answer cannot be compared symbolically (unknown LaTeX, or too large to evaluate safely)."""
+
+
+def warm_up() -> None:
+    """Pay sympy's import and first-parse cost at helper start-up, not in the first request's deadline."""
+    _equal_expr(_to_expr("\\frac{1}{2}+x"), _to_expr("0.5+x"))
+
+
+def _brace_group(s: str, i: int) -> tuple[str, int]:
+    """The balanced ``{...}`` group starting at ``s[i]`` (or one character) and the index after it."""
+    if i >= len(s):
+        raise Unsupported("missing argument")
+    if s[i] != "{":
+        return s[i], i + 1
+    depth = 0
+    for j in range(i, len(s)):
+        depth += s[j] == "{"
+        depth -= s[j] == "}"
+        if depth == 0:
+            return s[i + 1:j], j + 1
+    raise Unsupported("unbalanced braces")
+
+
+def _latex_to_python(s: str) -> str:
+    """Translate a normalised LaTeX expression into sympy's Python-like syntax."""
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        if s.startswith("\\frac", i) or s.startswith("\\binom", i):
+            name = "frac" if s.startswith("\\frac", i) else "binom"
+            num, j = _brace_group(s, i + len(name) + 1)
+            den, j = _brace_group(s, j)
+            a, b = _latex_to_python(num), _latex_to_python(den)
+            out.append(f"(({a})/({b}))" if name == "frac" else f"binomial({a},{b})")
+            i = j
+        elif s.startswith("\\sqrt", i):
+            j = i + 5
+            if j < len(s) and s[j] == "[":
+                k = s.index("]", j)
+                index = _latex_to_python(s[j + 1:k])
+                arg, j = _brace_group(s, k + 1)
+                out.append(f"(({_latex_to_python(arg)})**(1/({index})))")
+            elif j < len(s) and s[j] == "(":
+                out.append("sqrt")  # \sqrt(2): the parenthesis follows as written
+            else:
+                arg, j = _brace_group(s, j)
+                out.append(f"sqrt({_latex_to_python(arg)})")
+            i = j
+        elif s[i] == "\\":
+            m = re.match(r"\\([A-Za-z]+)", s[i:])
+            if not m:
+                raise Unsupported(f"stray backslash in {s!r}")
+            cmd = "\\" + m.group(1)
+            if cmd in _COMMANDS:
+                out.append(" " + _COMMANDS[cmd] + " ")
+            elif m.group(1) in _GREEK:
+                out.append(" " + m.group(1) + " ")
+            else:
+                raise Unsupported(f"unknown command {cmd}")
+            i += len(cmd)
+        elif s[i] == "{":
+            out.append("(")
+            i += 1
+        elif s[i] == "}":
+            out.append(")")
+            i += 1
+        elif s[i] == "^":
+            out.append("**")
+            i += 1
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def _check_size(expr: sympy.Basic) -> None:
+    """Refuse expressions whose evaluation could take unbounded time or memory (huge powers, factorials)."""
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow):
+            base, exp = node.args
+            if exp.free_symbols or base.free_symbols:
+                if exp.is_Number and abs(float(exp)) > MAX_EXPONENT:
+                    raise Unsupported("exponent too large")
+                continue
+            _check_size(exp)
+            e = abs(complex(sympy.N(exp, 15)))
+            b = abs(complex(sympy.N(base, 15))) if base.is_number else 2.0
+            if e > MAX_EXPONENT or (b > 1 and e * math.log10(b) > MAX_EXPONENT):
+                raise Unsupported("power too large")
+        elif isinstance(node, sympy.factorial) and node.args[0].is_number:
+            _check_size(node.args[0])
+            if abs(complex(sympy.N(node.args[0], 15))) > MAX_FACTORIAL:
+                raise Unsupported("factorial too large")
+        elif isinstance(node, sympy.Integer) and abs(int(node)) > 10 ** MAX_EXPONENT:
+            raise Unsupported("number too large")
+
+
+def _to_expr(s: str) -> sympy.Basic:
+    py = _latex_to_python(s)
+    if not py.strip():
+        raise Unsupported("empty")
+    names: dict[str, Any] = dict(_FUNCS)
+    names["i"] = sympy.I
+    for letter in "abcdfghjklmnopqrstuvwxyzABCDFGHJKLMNOPQRSTUVWXYZ":
+        names.setdefault(letter, sympy.Symbol(letter))
+    names["e"] = sympy.E
+    for g in _GREEK:
+        names[g] = sympy.Symbol(g)
+    try:
+        expr = parse_expr(py, local_dict=names, transformations=_TRANSFORMS, evaluate=False)
+    except Exception as err:  # sympy raises many types (SyntaxError, TokenError, TypeError...)
+        raise Unsupported(f"cannot parse {py!r}: {err}") from None
+    if not isinstance(expr, sympy.Basic):
+        raise Unsupported("not an expression")
+    _check_size(expr)
+    return expr
+
+
+def _close(a: complex, b: complex) -> bool:
+    if a == b:
+        return True
+    if not (math.isfinite(abs(a)) and math.isfinite(abs(b))):
+        return False
+    return abs(a - b) <= NUMERIC_REL_TOL * max(1.0, abs(b))
+
+
+def _value(expr: sympy.Basic, subs: dict | None = None) -> complex:
+    val = sympy.N(expr.subs(subs) if subs else expr, 30)
+    if val in (sympy.oo, -sympy.oo, sympy.zoo):
+        return complex(float(val), 0) if val != sympy.zoo else complex(math.inf, math.inf)
+    return complex(val)
+
+
+def _equal_expr(a: sympy.Basic, b: sympy.Basic) -> bool:
+    if isinstance(a, sympy.Rel) or isinstance(b, sympy.Rel):
+        if type(a) is not type(b):
+            return False
+        return _equal_expr(a.lhs - a.rhs, b.lhs - b.rhs) or _equal_expr(a.lhs, b.lhs) and _equal_expr(a.rhs, b.rhs)
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        return _close(_value(a), _value(b))
+    rng = random.Random(0)
+    for _ in range(3):  # random points: exact symbolic simplification can take unbounded time
+        point = {sym: sympy.Rational(rng.randint(11, 97), rng.randint(7, 13)) for sym in symbols}
+        try:
+            va, vb = _value(a, point), _value(b, point)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return sympy.simplify(a - b) == 0
+        if not _close(va, vb):
+            return False
+    return True
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Structures: matrices, unions of intervals, tuples / intervals, unordered lists
+
+
+def _split_top(s: str, sep: str) -> list[str]:
+    """Split on ``sep`` outside any brackets."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(s):
+        ch = s[i]
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif depth == 0 and s.startswith(sep, i):
+            parts.append(s[start:i])
+            i += len(sep)
+            start = i
+            continue
+        i += 1
+    parts.append(s[start:])
+    return parts
+
+
+def _matrix(s: str) -> list[list[str]] | None:
+    m = re.fullmatch(r"\\begin\{[pbv]?matrix\}(.*)\\end\{[pbv]?matrix\}", s)
+    if not m:
+        return None
+    # Rows are separated by one backslash after normalisation; a backslash before a letter starts a command.
+    rows = re.split(r"\\(?![A-Za-z])", m.group(1))
+    return [row.split("&") for row in rows if row]
+
+
+def _sequence(s: str) -> tuple[str, str, list[str]] | None:
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
+        inner = s[1:-1]
+        # the outer brackets must enclose the whole string: "(1)(2)" is not a sequence
+        if all(depth >= 0 for depth in _depths(inner)) and _depths(inner)[-1:] in ([0], []):
+            items = _split_top(inner, ",")
+            if len(items) > 1:
+                return s[0], s[-1], items
+    return None
+
+
+def _depths(s: str) -> list[int]:
+    depth, out = 0, []
+    for ch in s:
+        depth += ch in "([{"
+        depth -= ch in ")]}"
+        out.append(depth)
+    return out
+
+
+def equal(pred: str, gold: str) -> bool:
+    """Structural, then symbolic equivalence of two LaTeX answers (raises Unsupported when undecidable)."""
+    p, g = normalize_math(pred), normalize_math(gold)
+    if p == g:
+        return bool(p)
+    if not p or not g:
+        return False
+    mp, mg = _matrix(p), _matrix(g)
+    if mp is not None or mg is not None:
+        if mp is None or mg is None or [len(r) for r in mp] != [len(r) for r in mg]:
+            return False
+        return all(equal(x, y) for rp, rg in zip(mp, mg) for x, y in zip(rp, rg))
+    up, ug = _split_top(p, "\\cup"), _split_top(g, "\\cup")
+    if len(up) > 1 or len(ug) > 1:
+        return len(up) == len(ug) and all(equal(x, y) for x, y in zip(up, ug))
+    sp, sg = _sequence(p), _sequence(g)
+    if sp is not None or sg is not None:
+        if sp is None or sg is None or sp[:2] != sg[:2] or len(sp[2]) != len(sg[2]):
+            return False
+        return all(equal(x, y) for x, y in zip(sp[2], sg[2]))
+    lp, lg = _split_top(p, ","), _split_top(g, ",")
+    if len(lp) > 1 or len(lg) > 1:  # "list all solutions": order does not matter, multiplicity does
+        if len(lp) != len(lg):
+            return False
+        remaining = list(lg)
+        for x in lp:
+            match = next((k for k, y in enumerate(remaining) if equal(x, y)), None)
+            if match is None:
+                return False
+            remaining.pop(match)
+        return True
+    return _equal_expr(_to_expr(p), _to_expr(g))
+
+
+def handle(request: dict, proto_fds: tuple[int, int] | None = None) -> dict:
+    """Helper request: ``{"pred", "gold"}`` -> ``{"equal": bool | None, "why": str}``."""
+    try:
+        if "expr" in request:
+            val = _value(_to_expr(normalize_math(request["expr"])))
+            return {"value": val.real if abs(val.imag) <= 1e-12 * max(1.0, abs(val)) else None}
+        return {"equal": equal(request["pred"], request["gold"])}
+    except Unsupported as err:
+        return {"equal": None, "why": str(err)}
+    except (TypeError, ValueError, ZeroDivisionError, AttributeError, RecursionError) as err:
+        return {"equal": None, "why": f"{type(err).__name__}: {err}"}
