@@ -49,10 +49,32 @@ def tiny_model_dir(tmp_path_factory, synthetic_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
-def llm(tiny_model_dir):
+def llm(trained_tiny_model_dir):
     """One real vLLM engine (CPU build here, CUDA on a cluster) for the whole session."""
     from src.engine import EngineConfig, build_llm
 
-    engine = build_llm(EngineConfig(str(tiny_model_dir), max_model_len=1024, seed=0))
+    engine = build_llm(EngineConfig(str(trained_tiny_model_dir), max_model_len=1024, seed=0))
     yield engine
     del engine
+
+
+TRAINED_TINY_STEPS = 160  # ~1-2 min of CPU; see trained_tiny_model_dir for the accuracy it reaches
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_model_dir(tmp_path_factory, synthetic_dir, tiny_model_dir) -> Path:
+    """The tiny model fine-tuned in-process (src.training.train) on the synthetic CoT + PoT training data, so that
+    greedy decoding solves a good share of 1-2-step problems; saved untied (vLLM can reload it in place)."""
+    from src.records import load_records, write_json
+    from src.training import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("trained_tiny")
+    records = load_records(synthetic_dir / "train" / "cot" / "synthetic.json")
+    records += load_records(synthetic_dir / "train" / "pot" / "synthetic.json")
+    write_json(out / "train.json", records)
+    # A 1M-parameter model needs a far higher rate than the paper's 1e-5 (which fits an 8B model).
+    cfg = TrainConfig(model_name_or_path=str(tiny_model_dir), train_file=str(out / "train.json"),
+                      model_dir=str(out / "run"), batch_size=16, n_epochs=100, max_steps=TRAINED_TINY_STEPS,
+                      learning_rate=5e-3, lr_scheduler="cosine", warmup_step=TRAINED_TINY_STEPS // 10,
+                      adam_beta2=0.98, keep_num_ckpt=0, seed=0, show_progress=False)
+    return train(cfg)

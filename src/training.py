@@ -1,0 +1,380 @@
+"""Supervised fine-tuning of a causal LM on one iteration's data, with accelerate (and DeepSpeed when launched so).
+
+In-process (one process, plain accelerate; the tests and the demo)::
+
+    from src.training import TrainConfig, train
+    train(TrainConfig(model_name_or_path="output/tiny-model", train_file="data/synthetic/train/cot/synthetic.json",
+                      model_dir="output/tiny-sft", batch_size=16, learning_rate=3e-3))
+
+From the shell (``train.py`` is a thin wrapper; the paper's scripts call it exactly like this)::
+
+    accelerate launch --config_file default_config_deepspeed_ga2.yaml train.py \\
+        --model_name_or_path meta-llama/Meta-Llama-3-8B --train_file iter_data/gsm8k_iter_0.json \\
+        --model_dir output/llama3/exp/iter_0 --batch_size 4 --learning_rate 1e-5
+    accelerate launch --config_file configs/accelerate_cpu_zero2_2proc.yaml train.py ...   # CPU, 2 processes
+
+Outputs under ``model_dir``: ``model/`` (Hugging Face model + tokenizer, untied so vLLM can reload it in place),
+``train_log.json`` (per optimizer step: loss, lr, grad norm, tokens; wall time), ``checkpoints/step_<N>/``
+(the last ``keep_num_ckpt`` resumable states; a rerun resumes from the newest one).
+
+Data order: examples are grouped by length into micro-batches (little padding), the micro-batches are shuffled by
+``seed + epoch``, and optimizer step ``s`` consumes global micro-batches ``s*ga*P .. (s+1)*ga*P - 1`` (process ``p``
+takes every ``P``-th one). So the set of examples per optimizer step depends only on ``P * ga``: 2 processes with
+accumulation 1 train on exactly the batches of 1 process with accumulation 2, and a resumed run continues where
+the crashed one stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from src.prompts import training_pair
+from src.records import RecordError, load_records, write_json
+
+IGNORE_INDEX = -100  # label value ignored by the loss (prompt tokens and padding)
+STATE_FILE = "trainer_state.json"  # written last into a checkpoint: its presence marks the checkpoint complete
+
+
+@dataclass
+class TrainConfig:
+    # --- the original script's flags (same names, so the paper's shell scripts run unchanged) ---
+    model_name_or_path: str = field(metadata={"help": "base model folder (HF format) to fine-tune"})
+    train_file: str = field(metadata={"help": "JSON/JSONL list of records with question and answer_cot"})
+    model_dir: str = field(metadata={"help": "output folder: model/, train_log.json, checkpoints/"})
+    tokenizer_name_or_path: str | None = field(default=None, metadata={
+        "help": "tokenizer folder (default: the model's)"})
+    batch_size: int = field(default=4, metadata={"help": "micro-batch size per process"})
+    n_epochs: int = field(default=1, metadata={"help": "passes over the training data"})
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
+    learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    warmup_step: int = field(default=-1, metadata={
+        "help": "linear warm-up steps; negative = 10%% of the optimizer steps"})
+    clip_grad_norm: float = field(default=1.0, metadata={"help": "max gradient norm (0 = no clipping)"})
+    logging_epoch_freq: int = field(default=1, metadata={"help": "print an epoch summary every N epochs"})
+    saving_epoch_freq: int = field(default=1, metadata={
+        "help": "save a resumable checkpoint every N epochs (not after the last one: model/ is the result)"})
+    logging_step_freq: int = field(default=10, metadata={"help": "log to the tracker / console every N steps"})
+    seed: int = field(default=42, metadata={"help": "seed of the data order and initialisation"})
+    max_input_length: int = field(default=1024, metadata={"help": "truncate prompt + rationale to this many tokens"})
+    gradient_accumulation_steps: int = field(default=1, metadata={
+        "help": "micro-batches per optimizer step (a DeepSpeed config's value wins when launched with one)"})
+    keep_num_ckpt: int = field(default=1, metadata={"help": "resumable checkpoints kept (0 = save none)"})
+    wandb_log: bool = field(default=False, metadata={"help": "log to Weights & Biases (offline unless "
+                                                             "WANDB_MODE says otherwise)"})
+    wandb_project: str = field(default="gsi", metadata={"help": "W&B project"})
+    wandb_run_name: str | None = field(default=None, metadata={"help": "W&B run name"})
+    # --- additions (all optional) ---
+    max_steps: int = field(default=-1, metadata={"help": "cap on optimizer steps (-1 = n_epochs of data)"})
+    saving_step_freq: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0 = off)"})
+    lr_scheduler: str = field(default="linear", metadata={"help": "linear | cosine decay after the warm-up"})
+    adam_beta1: float = field(default=0.9, metadata={"help": "AdamW beta1"})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW beta2"})
+    adam_epsilon: float = field(default=1e-8, metadata={"help": "AdamW epsilon"})
+    mixed_precision: str = field(default="auto", metadata={
+        "help": "auto (bf16 where the GPU has it, fp32 on CPU; a launch config's value wins), bf16, no"})
+    report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb (wandb_log implies wandb)"})
+    resume: bool = field(default=True, metadata={"help": "resume from the newest checkpoint under model_dir"})
+    show_progress: bool = field(default=True, metadata={"help": "tqdm bar with loss and lr"})
+
+
+# ----------------------------------------------------------------------------- schedule and data
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak_lr: float, kind: str = "linear") -> float:
+    """Learning rate used for optimizer step ``step`` (0-based): linear warm-up, then linear or cosine to 0."""
+    if step < warmup_steps:
+        return peak_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if kind == "cosine":
+        return peak_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    if kind == "linear":
+        return peak_lr * max(0.0, 1.0 - progress)
+    raise ValueError(f"unknown lr_scheduler {kind!r} (linear | cosine)")
+
+
+def warmup_steps_for(cfg: TrainConfig, total_steps: int) -> int:
+    """``--warmup_step`` < 0 means 10% of the optimizer steps (the paper's setting)."""
+    return int(0.1 * total_steps) if cfg.warmup_step < 0 else cfg.warmup_step
+
+
+def validate_train_file(path: str | Path) -> list[dict]:
+    """Load the training records or raise :class:`RecordError` naming file, record and field."""
+    records = load_records(path, "train")
+    for i, rec in enumerate(records):
+        if not rec["answer_cot"].strip():
+            raise RecordError(f"{path}: record {i} (item_id={rec['item_id']}): field 'answer_cot' is empty")
+    return records
+
+
+def tokenize_examples(records: list[dict], tokenizer, max_len: int) -> list[dict[str, list[int]]]:
+    """input_ids/labels per record; labels are IGNORE_INDEX on the prompt, the loss covers rationale + EOS.
+
+    Prompt and completion are tokenized separately: the model sees the prompt tokens exactly as vLLM tokenizes
+    the sampling prompt, and the completion starts at a token boundary as a generated answer does.
+    """
+    pairs = [training_pair(r["question"], r["answer_cot"], tokenizer.eos_token) for r in records]
+    prompts = tokenizer([p for p, _ in pairs])["input_ids"]
+    completions = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
+    examples = []
+    for p_ids, c_ids in zip(prompts, completions, strict=True):
+        if not c_ids or c_ids[-1] != tokenizer.eos_token_id:  # the EOS string must map to the EOS id
+            c_ids = [*c_ids, tokenizer.eos_token_id]
+        ids = (p_ids + c_ids)[:max_len]
+        labels = ([IGNORE_INDEX] * len(p_ids) + c_ids)[:max_len]
+        examples.append({"input_ids": ids, "labels": labels})
+    return examples
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int, mega: int = 50) -> list[list[int]]:
+    """Micro-batches of indices of similar length, in an order shuffled by ``seed``.
+
+    Shuffle all indices, cut them into mega-batches of ``mega * batch_size``, sort each by length (longest
+    first), cut into micro-batches, and shuffle the micro-batches: little padding, yet a random order.
+    """
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    for start in range(0, len(order), mega * batch_size):
+        chunk = sorted(order[start:start + mega * batch_size], key=lambda i: -lengths[i])
+        batches += [chunk[j:j + batch_size] for j in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Plain shuffled micro-batches (the padding baseline of the benchmark)."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return [order[j:j + batch_size] for j in range(0, n, batch_size)]
+
+
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+    """Right-pad to the longest example of the micro-batch; padding is masked and ignored by the loss."""
+    import torch
+
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for row, e in enumerate(examples):
+        n = len(e["input_ids"])
+        ids[row, :n] = torch.tensor(e["input_ids"])
+        labels[row, :n] = torch.tensor(e["labels"])
+        mask[row, :n] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def epoch_micro_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group: int) -> list[list[int]]:
+    """This epoch's global micro-batches, repeated from the start up to a multiple of ``group`` (= P * ga) so
+    that every optimizer step is full and every process takes the same number of micro-batches."""
+    batches = length_grouped_batches(lengths, batch_size, seed + epoch)
+    return batches + batches[:(-len(batches)) % group]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def checkpoint_dirs(model_dir: Path) -> list[Path]:
+    """Complete checkpoints (with their state file), oldest first."""
+    root = model_dir / "checkpoints"
+    found = [d for d in root.glob("step_*") if d.is_dir() and (d / STATE_FILE).is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda d: int(d.name.split("_")[1]))
+
+
+def save_hf_model(accelerator, model, tokenizer, out_dir: Path) -> None:
+    """Untied HF model + tokenizer (explicit lm_head: vLLM's in-place reload needs it), written via a temporary
+    folder and a rename so that a reader never sees a half-written model."""
+    state_dict = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards; ZeRO-2 keeps full weights anyway
+    if accelerator.is_main_process:
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.config.tie_word_embeddings = False
+        unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    accelerator.wait_for_everyone()
+
+
+def save_checkpoint(accelerator, model, tokenizer, model_dir: Path, state: dict, keep: int) -> None:
+    """Resumable state (model, optimizer, scheduler, RNG via accelerate) + untied HF model + our trainer state,
+    made visible by one rename; only the newest ``keep`` checkpoints stay."""
+    final = model_dir / "checkpoints" / f"step_{state['step']}"
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    save_hf_model(accelerator, model, tokenizer, tmp / "hf_model")
+    if accelerator.is_main_process:
+        write_json(tmp / STATE_FILE, state)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in checkpoint_dirs(model_dir)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- the loop
+
+def _make_accelerator(cfg: TrainConfig):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ  # accelerate launch: its config decides precision
+    precision = cfg.mixed_precision
+    if precision == "auto":
+        precision = None if launched else ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+                                           else "no")
+    log_with = "wandb" if cfg.wandb_log else (None if cfg.report_to == "none" else cfg.report_to)
+    if log_with == "wandb":
+        os.environ.setdefault("WANDB_MODE", "offline")  # never needs a network unless the user asks for it
+    # Without CUDA, torch.distributed needs the gloo backend for 2+ CPU processes (DeepSpeed included); a single
+    # unlaunched process must get no backend at all, or accelerate believes it is distributed.
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    kwargs = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    # step_scheduler_with_optimizer=False: accelerate would otherwise step the schedule once per process.
+    return Accelerator(gradient_accumulation_steps=cfg.gradient_accumulation_steps, mixed_precision=precision,
+                       step_scheduler_with_optimizer=False, log_with=log_with,
+                       project_dir=str(Path(cfg.model_dir) / "runs"), kwargs_handlers=kwargs)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fine-tune ``cfg.model_name_or_path`` on ``cfg.train_file``; return ``cfg.model_dir/model``."""
+    t_start = time.time()
+    records = validate_train_file(cfg.train_file)  # bad input fails here: before the model loads, nothing written
+    if cfg.lr_scheduler not in ("linear", "cosine"):
+        raise ValueError(f"--lr_scheduler must be linear or cosine, got {cfg.lr_scheduler!r}")
+
+    import torch
+    from accelerate.utils import set_seed
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    accelerator = _make_accelerator(cfg)
+    model_dir = Path(cfg.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
+    if tokenizer.pad_token_id is None:  # Llama-3 has no pad token; padding is masked, so EOS serves
+        tokenizer.pad_token = tokenizer.eos_token
+    examples = tokenize_examples(records, tokenizer, cfg.max_input_length)
+    lengths = [len(e["input_ids"]) for e in examples]
+
+    ds_plugin = accelerator.state.deepspeed_plugin
+    if ds_plugin is not None:  # DeepSpeed reads batch size, clipping and accumulation from its config
+        ds_cfg = ds_plugin.deepspeed_config
+        if isinstance(ds_cfg.get("gradient_accumulation_steps"), int):
+            accelerator.gradient_accumulation_steps = ds_cfg["gradient_accumulation_steps"]
+        ds_cfg["gradient_accumulation_steps"] = accelerator.gradient_accumulation_steps
+        ds_cfg["train_micro_batch_size_per_gpu"] = cfg.batch_size
+        ds_cfg["gradient_clipping"] = cfg.clip_grad_norm
+    ga, n_proc, rank = accelerator.gradient_accumulation_steps, accelerator.num_processes, accelerator.process_index
+    group = ga * n_proc
+    steps_per_epoch = len(epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, 0, group)) // group
+    total_steps = steps_per_epoch * cfg.n_epochs
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup = warmup_steps_for(cfg, total_steps)
+
+    set_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                  eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_at(s, total_steps, warmup, 1.0, cfg.lr_scheduler))  # a multiplier of the peak
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    run_shape = {"batch_size": cfg.batch_size, "num_processes": n_proc, "gradient_accumulation_steps": ga,
+                 "effective_batch_size": cfg.batch_size * group, "total_steps": total_steps,
+                 "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup, "n_examples": len(examples)}
+    step, log, resumed_from = 0, [], None
+    ckpts = checkpoint_dirs(model_dir) if cfg.resume else []
+    if ckpts:
+        saved = json.loads((ckpts[-1] / STATE_FILE).read_text())
+        if saved["run_shape"] != run_shape:
+            raise RuntimeError(f"{ckpts[-1]}: checkpoint of a different run ({saved['run_shape']} vs {run_shape}); "
+                               "delete it or pass --resume false")
+        accelerator.load_state(str(ckpts[-1]))
+        step, log, resumed_from = saved["step"], saved["log"], saved["step"]
+        accelerator.print(f"resuming from {ckpts[-1]} (step {step}/{total_steps})")
+    if accelerator.is_main_process:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers(cfg.wandb_project, config=asdict(cfg),
+                              init_kwargs={"wandb": {"name": cfg.wandb_run_name}} if cfg.wandb_log else {})
+
+    def trainer_state() -> dict:
+        return {"step": step, "run_shape": run_shape, "log": log, "resumed_from_step": resumed_from,
+                "config": asdict(cfg), "wall_seconds": round(time.time() - t_start, 3)}
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (cfg.show_progress
+                                                                          and accelerator.is_main_process))
+    model.train()
+    t_loop = time.time()
+    while step < total_steps:
+        epoch, step_in_epoch = divmod(step, steps_per_epoch)
+        batches = epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, epoch, group)[rank::n_proc]
+        batches = batches[step_in_epoch * ga:]  # resume: skip what the finished steps consumed
+        loader = DataLoader(examples, batch_sampler=batches, num_workers=cfg.num_workers,
+                            collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+        micro_losses, tokens = [], 0
+        for batch in loader:
+            with accelerator.accumulate(model):
+                loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+                accelerator.backward(loss)
+                grad_norm = None
+                if accelerator.sync_gradients and cfg.clip_grad_norm > 0:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+                lr = optimizer.param_groups[0]["lr"]  # the rate this step uses (logged, checked by tests)
+                optimizer.step()
+                if accelerator.sync_gradients:  # one schedule step per optimizer step, whatever P and ga
+                    scheduler.step()
+                optimizer.zero_grad()
+            micro_losses.append(loss.detach())
+            tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+            if not accelerator.sync_gradients:
+                continue
+            # one optimizer step done: mean micro-batch loss over accumulation and processes
+            step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
+            step_tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), "sum").item())
+            step += 1
+            log.append({"step": step, "epoch": epoch, "loss": round(step_loss, 6), "lr": lr,
+                        "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
+                        "tokens": step_tokens, "elapsed_s": round(time.time() - t_loop, 3)})
+            micro_losses, tokens = [], 0
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
+            if cfg.logging_step_freq > 0 and step % cfg.logging_step_freq == 0:
+                accelerator.log({"train/loss": step_loss, "train/lr": lr}, step=step)
+            if accelerator.is_main_process:
+                write_json(model_dir / "train_log.json", trainer_state())
+            epoch_end = step % steps_per_epoch == 0
+            if epoch_end and cfg.logging_epoch_freq > 0 and (epoch + 1) % cfg.logging_epoch_freq == 0:
+                epoch_losses = [e["loss"] for e in log if e["epoch"] == epoch]
+                accelerator.print(f"epoch {epoch + 1}: mean loss {sum(epoch_losses) / len(epoch_losses):.4f}")
+            want_ckpt = (cfg.saving_step_freq > 0 and step % cfg.saving_step_freq == 0) or (
+                epoch_end and cfg.saving_epoch_freq > 0 and (epoch + 1) % cfg.saving_epoch_freq == 0)
+            if want_ckpt and cfg.keep_num_ckpt > 0 and step < total_steps:
+                save_checkpoint(accelerator, model, tokenizer, model_dir, trainer_state(), cfg.keep_num_ckpt)
+            if step >= total_steps:
+                break
+    bar.close()
+
+    out = model_dir / "model"
+    save_hf_model(accelerator, model, tokenizer, out)
+    if accelerator.is_main_process:
+        final = trainer_state()
+        final.update(finished=True, train_seconds=round(time.time() - t_loop, 3))
+        write_json(model_dir / "train_log.json", final)
+    accelerator.end_training()
+    return out
