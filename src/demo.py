@@ -1,0 +1,384 @@
+"""`make demo`: one GSI iteration on the embedded default (synthetic world + tiny Llama, CPU), measured against
+controls, with item-level 95% intervals and the spread over training seeds.
+
+    .venv/bin/python demo.py                         # the default demo (~20 min on 2 CPU cores)
+    .venv/bin/python demo.py --scale large           # more seeds, a bigger world and longer training
+    .venv/bin/python demo.py --seeds 1 2 3 --test_per_level 400 --out_dir output/demo_big
+
+The experiment mirrors the paper's iteration 0 -> 1 on a small scale:
+1. world: original data O (iteration-0 training set), a separate pool P (its gold rationales serve only as
+   guidance), held-in and held-out tests with equal items per level;
+2. base: a tiny Llama trained from scratch on O past its phase transition (built once, cached);
+3. one vLLM engine on the base model: greedy evaluation, ``sample_num`` samples per pool query (the vanilla
+   arm), then resampling of the queries still below ``min_correct_num`` from those SAME initial samples with
+   state reset (and the other cheap guided strategies) and with unguided brute force given state reset's
+   token budget;
+4. the samples are filtered (answer, process check, duplicates) into each arm's data: O + kept samples;
+5. every arm continues from the base for the same number of optimizer steps, once per seed (data order);
+   each checkpoint is loaded into the same engine in place (``reload_weights``) and evaluated;
+6. ``summary.json`` and the printed table: accuracy by level with Wilson intervals, seed spread, paired
+   bootstrap differences, coverage by round, tokens per newly covered query, kept/dropped counts, stage times.
+
+Every stage writes its outputs atomically with a ``stage.json`` marker holding its key (its settings and those
+of the stages it depends on) and its time; a rerun skips every stage whose marker matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from src.records import load_records, write_json
+
+HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
+ARMS = ("control", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven")
+GUIDED = ("state_reset", "answer_driven", "rationale_driven")  # resampling strategies with the gold as guidance
+
+
+@dataclass
+class DemoConfig:
+    """Every setting of the demo (one flag each: ``demo.py --help``)."""
+
+    out_dir: str = field(default="output/demo", metadata={"help": "where every stage writes (cached stages)"})
+    scale: str = field(default="default", metadata={
+        "help": "preset: default (make demo, ~20 min), large (more seeds, bigger world), test (minutes); "
+                "explicit flags override the preset", "choices": ["default", "large", "test"]})
+    # --- world ---
+    world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
+    n_original: int = field(default=1000, metadata={"help": "original data O: the iteration-0 training set"})
+    n_pool: int = field(default=1500, metadata={"help": "pool P: the queries sampled (gold used as guidance only)"})
+    test_per_level: int = field(default=200, metadata={"help": "test items per level k = 1..6, held-in and held-out"})
+    train_family: str = field(default="A", metadata={"help": "template family of O (A = the pool's and the held-in "
+                                                              "test's; B = the held-out test's)"})
+    # --- base model (trained from scratch on O, cached) ---
+    base_steps: int = field(default=2000, metadata={"help": "optimizer steps of the base (past the phase transition)"})
+    base_lr: float = field(default=4e-3, metadata={"help": "peak learning rate of the base"})
+    base_seed: int = field(default=0, metadata={"help": "initialisation and data order of the base"})
+    # --- arms (each continues from the base) ---
+    arms: list[str] = field(default_factory=lambda: ["control", "vanilla", "brute_force", "state_reset"],
+                            metadata={"help": f"trained arms, among {', '.join(ARMS)}"})
+    seeds: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "data-order seeds per arm"})
+    arm_steps: int = field(default=500, metadata={"help": "optimizer steps of every arm (the same for all)"})
+    arm_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the arms"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step"})
+    # --- sampling ---
+    sample_num: int = field(default=8, metadata={"help": "initial samples per pool query"})
+    min_correct_num: int = field(default=4, metadata={"help": "resample queries below this many correct samples"})
+    max_resample_num: int = field(default=8, metadata={"help": "guided resampling rounds at most (the paper's 8)"})
+    brute_force_max_rounds: int = field(default=128, metadata={
+        "help": "brute force: unguided rounds at most (the paper's 128); it stops once it has spent state "
+                "reset's token budget"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (the paper's 0.7)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "new tokens per sample and per evaluation answer"})
+    engine_seed: int = field(default=0, metadata={"help": "vLLM engine seed (sampling is reproducible per seed)"})
+    hard_levels: list[int] = field(default_factory=lambda: [5, 6], metadata={"help": "levels called 'hard'"})
+    report: bool = field(default=True, metadata={"help": "write report.md with src.analysis when available"})
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"unknown arms {unknown}; known: {', '.join(ARMS)}")
+        if len(self.seeds) < 1:
+            raise ValueError("need at least one seed per arm")
+
+
+# Presets; explicit command-line flags win over them (demo.py applies a preset before parsing the flags).
+SCALES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "large": {"n_original": 2000, "n_pool": 4000, "test_per_level": 500, "seeds": [1, 2, 3, 4],
+              "arms": ["control", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven"],
+              "base_steps": 3000, "arm_steps": 1000, "out_dir": "output/demo_large"},
+    "test": {"n_original": 300, "n_pool": 60, "test_per_level": 10, "seeds": [1, 2], "base_steps": 60,
+             "arm_steps": 10, "max_resample_num": 2, "brute_force_max_rounds": 4, "max_new_tokens": 160,
+             "report": False},
+}
+
+
+# ----------------------------------------------------------------------------------------------------- stages
+def _key(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    """A finished-stage marker: ``<dir>/stage.json`` = {key, seconds, info}; written last, atomically."""
+
+    name: str
+    dir: Path
+    key: str
+
+    @property
+    def marker(self) -> Path:
+        return self.dir / "stage.json"
+
+    def done(self) -> dict | None:
+        if not self.marker.is_file():
+            return None
+        saved = json.loads(self.marker.read_text())
+        return saved if saved.get("key") == self.key else None
+
+    def finish(self, seconds: float, **info: Any) -> dict:
+        saved = {"stage": self.name, "key": self.key, "seconds": round(seconds, 3), **info}
+        write_json(self.marker, saved)
+        return saved
+
+
+class Runner:
+    """Runs the stages in order, skipping the cached ones; holds the one engine, started on first need."""
+
+    def __init__(self, cfg: DemoConfig, llm: Any = None, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.out = Path(cfg.out_dir)
+        self.llm = llm  # a caller may pass its own engine (tests); it is reloaded in place like ours
+        self.loaded: str | None = None  # model folder whose weights the engine holds now
+        self.log = log
+        self.timeline: list[dict[str, Any]] = []  # this invocation: stage, cached, seconds
+
+    # ----------------------------------------------------------------------------------------- helpers
+    def stage(self, name: str, rel: str, key_obj: Any, fn: Callable[[Stage], dict]) -> dict:
+        st = Stage(name, self.out / rel, _key(key_obj))
+        saved = st.done()
+        if saved is not None:
+            self.timeline.append({"stage": name, "cached": True, "seconds": 0.0})
+            self.log(f"[cached] {name}")
+            return saved
+        t0 = time.perf_counter()
+        self.log(f"[run] {name} ...")
+        info = fn(st)
+        seconds = time.perf_counter() - t0
+        self.timeline.append({"stage": name, "cached": False, "seconds": round(seconds, 3)})
+        self.log(f"[done] {name} in {seconds:.1f} s")
+        return st.finish(seconds, **info)
+
+    def engine(self, model_dir: Path):
+        """The one engine, built on first use on ``model_dir`` (the base), later reloaded in place."""
+        from src.engine import reload_weights
+
+        if self.llm is None:
+            from src.engine import EngineConfig, build_llm
+
+            t0 = time.perf_counter()
+            self.llm = build_llm(EngineConfig(str(model_dir), max_model_len=1024, seed=self.cfg.engine_seed))
+            seconds = time.perf_counter() - t0
+            self.timeline.append({"stage": "engine_start", "cached": False, "seconds": round(seconds, 3)})
+            self.log(f"[done] engine start in {seconds:.1f} s")
+            self.loaded = str(model_dir)
+        elif self.loaded != str(model_dir):
+            t0 = time.perf_counter()
+            reload_weights(self.llm, model_dir)
+            self.timeline.append({"stage": "reload_weights", "cached": False,
+                                  "seconds": round(time.perf_counter() - t0, 3)})
+            self.loaded = str(model_dir)
+        return self.llm
+
+    # ------------------------------------------------------------------------------------------ stages
+    def world(self) -> dict:
+        from src.synthetic import WorldConfig, write_world
+
+        c = self.cfg
+        wc = WorldConfig(seed=c.world_seed, n_train=c.n_original, n_pool=c.n_pool,
+                         n_test_held_in=6 * c.test_per_level, n_test_held_out=6 * c.test_per_level,
+                         train_family=c.train_family)
+        self.world_key = asdict(wc)
+
+        def run(st: Stage) -> dict:
+            paths = write_world(wc, st.dir / "data")
+            return {"paths": {k: str(v) for k, v in paths.items()}}
+
+        return self.stage("world", "world", self.world_key, run)
+
+    def base(self) -> dict:
+        from src.tiny import TinyModelConfig, build_tiny_model
+
+        c = self.cfg
+        data = self.out / "world" / "data"
+        self.base_key = {"world": self.world_key, "steps": c.base_steps, "lr": c.base_lr, "seed": c.base_seed,
+                         "batch": c.batch_size, "tiny": asdict(TinyModelConfig(seed=c.base_seed))}
+
+        def run(st: Stage) -> dict:
+            original = load_records(data / "train" / "cot" / "synthetic.json")
+            pool = load_records(data / "inference" / "cot" / "synthetic.json")
+            # the tokenizer sees O and P text (no test text); the weights start random
+            init = build_tiny_model(st.dir / "init", original + pool, TinyModelConfig(seed=c.base_seed))
+            model = self.train(init, data / "train" / "cot" / "synthetic.json", st.dir, c.base_steps, c.base_lr,
+                               c.base_seed)
+            return {"model": str(model)}
+
+        return self.stage("base", "base", self.base_key, run)
+
+    def train(self, init: Path, train_file: Path, model_dir: Path, steps: int, lr: float, seed: int) -> Path:
+        from src.training import TrainConfig, train
+
+        c = self.cfg
+        tc = TrainConfig(model_name_or_path=str(init), train_file=str(train_file), model_dir=str(model_dir),
+                         batch_size=c.batch_size, n_epochs=10_000, max_steps=steps, learning_rate=lr,
+                         warmup_step=max(1, steps // 20), lr_scheduler="cosine", adam_beta1=0.9, adam_beta2=0.98,
+                         seed=seed, keep_num_ckpt=0, saving_epoch_freq=0, logging_epoch_freq=0,
+                         show_progress=False, resume=False, max_input_length=1024)
+        return train(tc)
+
+    def evaluate(self, name: str, model_dir: Path, model_key: Any) -> dict:
+        from src.evaluation import evaluate_dataset
+
+        c = self.cfg
+        data = self.out / "world" / "data"
+
+        def run(st: Stage) -> dict:
+            llm = self.engine(model_dir)
+            out: dict[str, Any] = {"model": str(model_dir), "datasets": {}}
+            for ds in (HELD_IN, HELD_OUT):
+                records = load_records(data / "test" / f"{ds}.json", "test")
+                items, metrics = evaluate_dataset(llm, records, ds, max_tokens=c.max_new_tokens)
+                write_json(st.dir / f"{ds}_res.json", items)
+                out["datasets"][ds] = metrics
+            write_json(st.dir / "metrics.json", out)
+            return {"generate_seconds": sum(m["generate_seconds"] for m in out["datasets"].values()),
+                    "eval_seconds": sum(m["seconds"] for m in out["datasets"].values())}
+
+        return self.stage(f"eval {name}", f"eval/{name}", {"model": model_key, "world": self.world_key,
+                                                           "max_new_tokens": c.max_new_tokens}, run)
+
+    def sampling_cfg(self, strategy: str, rounds: int):
+        from src.sampling import SamplingConfig
+
+        c = self.cfg
+        return SamplingConfig(strategy=strategy, sample_num=c.sample_num, min_correct_num=c.min_correct_num,
+                              max_resample_num=rounds, temperature=c.temperature, max_new_tokens=c.max_new_tokens,
+                              progress=False)
+
+    def sample(self) -> dict[str, dict]:
+        """The initial round (= the vanilla arm's samples), then each resampling strategy continued from it."""
+        from src.demo_sampling import continue_sampling
+        from src.sampling import SamplingRun, run_sampling, write_sampling_outputs
+
+        c = self.cfg
+        data = self.out / "world" / "data"
+        base_model = self.out / "base" / "model"
+        init_key = {"base": self.base_key, "sample_num": c.sample_num, "temperature": c.temperature,
+                    "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed}
+
+        def initial(st: Stage) -> dict:
+            pool = load_records(data / "inference" / "cot" / "synthetic.json")
+            run = run_sampling(self.engine(base_model), pool, HELD_IN, self.sampling_cfg("vanilla", 0))
+            write_sampling_outputs(run, st.dir)
+            return {"generate_seconds": run.stats["rounds"][0]["generate_seconds"],
+                    "wall_seconds": run.stats["rounds"][0]["wall_seconds"]}
+
+        out = {"vanilla": self.stage("sampling vanilla (initial)", "sampling/vanilla", init_key, initial)}
+
+        def load_initial() -> SamplingRun:
+            d = self.out / "sampling" / "vanilla"
+            return SamplingRun(HELD_IN, json.loads((d / "results.json").read_text()),
+                               json.loads((d / "results_before_resample.json").read_text()), [],
+                               json.loads((d / "sampling_stats.json").read_text()))
+
+        def resample(strategy: str, rounds: int, budget: int | None) -> Callable[[Stage], dict]:
+            def run(st: Stage) -> dict:
+                res = continue_sampling(self.engine(base_model), load_initial(), HELD_IN,
+                                        self.sampling_cfg(strategy, rounds), token_budget=budget)
+                write_sampling_outputs(res, st.dir)
+                later = res.stats["rounds"][1:]
+                return {"generate_seconds": sum(r["generate_seconds"] for r in later),
+                        "wall_seconds": sum(r["wall_seconds"] for r in later)}
+            return run
+
+        wanted = [s for s in GUIDED if s in c.arms or s == "state_reset" or s == "brute_force"]
+        for strategy in wanted:
+            key = {"initial": init_key, "strategy": strategy, "rounds": c.max_resample_num,
+                   "min_correct": c.min_correct_num}
+            out[strategy] = self.stage(f"sampling {strategy}", f"sampling/{strategy}", key,
+                                       resample(strategy, c.max_resample_num, None))
+        # brute force: unguided rounds until it has spent what state reset spent on its resampling rounds
+        sr_stats = json.loads((self.out / "sampling" / "state_reset" / "sampling_stats.json").read_text())
+        budget = sum(r["generated_tokens"] for r in sr_stats["rounds"][1:])
+        key = {"initial": init_key, "strategy": "brute_force", "rounds": c.brute_force_max_rounds,
+               "min_correct": c.min_correct_num, "budget": budget}
+        out["brute_force"] = self.stage("sampling brute_force", "sampling/brute_force", key,
+                                        resample("vanilla", c.brute_force_max_rounds, budget))
+        return out
+
+    def arm_data(self, arm: str) -> dict:
+        """O + the arm's kept samples (answer correct, process check passed, no duplicate)."""
+        from src.filtering import FilterConfig, SampledSet, build_next_iteration
+
+        data = self.out / "world" / "data"
+        src = None if arm == "control" else self.out / "sampling" / arm
+        key = {"world": self.world_key, "arm": arm,
+               "sampling": None if src is None else json.loads((src / "stage.json").read_text())["key"]}
+
+        def run(st: Stage) -> dict:
+            original = load_records(data / "train" / "cot" / "synthetic.json")
+            sampled = []
+            if src is not None:
+                # vanilla keeps the initial samples only; the others the initial + their resampled ones
+                items = json.loads((src / ("results_before_resample.json" if arm == "vanilla"
+                                           else "results.json")).read_text())
+                stats = json.loads((src / "sampling_stats.json").read_text())
+                sampled = [SampledSet(HELD_IN, items, str(src), stats["strategy"], stats["sample_num"])]
+            records, counts = build_next_iteration(sampled, FilterConfig(check_result=True), original=original)
+            write_json(st.dir / "train.json", records)
+            write_json(st.dir / "train.counts.json", counts.to_json())
+            return {"records": len(records)}
+
+        return self.stage(f"data {arm}", f"arms/{arm}/data", key, run)
+
+    def train_arm(self, arm: str, seed: int) -> dict:
+        c = self.cfg
+        data_dir = self.out / "arms" / arm / "data"
+        key = {"base": self.base_key, "data": json.loads((data_dir / "stage.json").read_text())["key"],
+               "steps": c.arm_steps, "lr": c.arm_lr, "seed": seed, "batch": c.batch_size}
+        self.arm_keys[(arm, seed)] = key
+
+        def run(st: Stage) -> dict:
+            model = self.train(self.out / "base" / "model", data_dir / "train.json", st.dir, c.arm_steps,
+                               c.arm_lr, seed)
+            return {"model": str(model)}
+
+        return self.stage(f"train {arm} seed {seed}", f"arms/{arm}/seed{seed}", key, run)
+
+    def run(self) -> dict:
+        t0 = time.perf_counter()
+        self.arm_keys: dict[tuple[str, int], Any] = {}
+        self.world()
+        self.base()
+        self.evaluate("base", self.out / "base" / "model", self.base_key)
+        self.sample()
+        for arm in self.cfg.arms:
+            self.arm_data(arm)
+        for seed in self.cfg.seeds:  # seed-major: a cut-short run still has one full seed of every arm
+            for arm in self.cfg.arms:
+                self.train_arm(arm, seed)
+                self.evaluate(f"{arm}_seed{seed}", self.out / "arms" / arm / f"seed{seed}" / "model",
+                              self.arm_keys[(arm, seed)])
+        from src.demo_summary import build_summary
+
+        summary = build_summary(self.out, self.cfg, self.timeline, time.perf_counter() - t0)
+        write_json(self.out / "summary.json", summary)
+        return summary
+
+
+def apply_scale(cfg: DemoConfig, explicit: set[str]) -> DemoConfig:
+    """``cfg`` with the preset of ``cfg.scale`` applied to every field not given explicitly."""
+    values = asdict(cfg)
+    for k, v in SCALES[cfg.scale].items():
+        if k not in explicit:
+            values[k] = v
+    return DemoConfig(**values)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(DemoConfig)]
+
+
+def quiet_environment() -> None:
+    """Keep vLLM, tokenizers and HF quiet and offline; the demo needs nothing from a network."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")

@@ -1,0 +1,307 @@
+"""The demo's ``summary.json`` and printed table, computed from the run's files only (never from memory), so a
+rerun with every stage cached rebuilds the same summary and a test can recompute each number independently.
+
+    from src.demo_summary import build_summary, format_table
+    summary = build_summary(Path("output/demo"), cfg, timeline=[], wall_seconds=0.0)
+    print(format_table(summary))
+
+Files read (all under ``out_dir``): ``eval/<model>/{synthetic,synthetic_heldout}_res.json``,
+``sampling/<strategy>/{results_before_resample,results,sampling_stats}.json``,
+``arms/<arm>/data/train.counts.json``, ``arms/<arm>/seed<s>/train_log.json`` and every ``stage.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from src.demo_stats import accuracy_block, paired_bootstrap_diff, seed_spread, verdict
+
+HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
+TEST_LABEL = {HELD_IN: "held_in", HELD_OUT: "held_out"}
+SAMPLED = ("state_reset", "answer_driven", "rationale_driven", "brute_force")
+
+
+def _read(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _levels(items: list[dict]) -> list[int]:
+    return sorted({int(i["level"]) for i in items})
+
+
+def eval_block(items: list[dict], hard: list[int]) -> dict:
+    """Accuracy with Wilson interval: overall, hard levels, and per level."""
+    out = {"all": accuracy_block([i["correct"] for i in items]),
+           "hard": accuracy_block([i["correct"] for i in items if int(i["level"]) in hard]),
+           "by_level": {}}
+    for lv in _levels(items):
+        out["by_level"][str(lv)] = accuracy_block([i["correct"] for i in items if int(i["level"]) == lv])
+    return out
+
+
+def _flags(items: list[dict], hard: list[int] | None = None) -> list[bool]:
+    return [bool(i["correct"]) for i in items if hard is None or int(i["level"]) in hard]
+
+
+def sampling_block(sdir: Path, hard: list[int]) -> dict:
+    """Coverage by round and level, samples, tokens, and tokens per newly covered query (resampling rounds)."""
+    stats = _read(sdir / "sampling_stats.json")
+    before = _read(sdir / "results_before_resample.json")
+    after = _read(sdir / "results.json")
+    rounds = stats["rounds"]
+    later = rounds[1:]
+    unsolved = {i["item_id"] for i in before if not i["correct_pred"]}
+    level_of = {i["item_id"]: str(i["level"]) for i in before}
+    newly = {i["item_id"] for i in after if i["item_id"] in unsolved and i["correct_pred"]}
+    tokens_by_level: dict[str, int] = {}
+    for r in later:
+        for lv, t in r.get("generated_tokens_by_level", {}).items():
+            tokens_by_level[lv] = tokens_by_level.get(lv, 0) + t
+    levels = sorted({level_of[i] for i in level_of}, key=int)
+    by_level = {}
+    for lv in levels:
+        u = sum(1 for i in unsolved if level_of[i] == lv)
+        n = sum(1 for i in newly if level_of[i] == lv)
+        t = tokens_by_level.get(lv, 0)
+        by_level[lv] = {"unsolved_after_initial": u, "newly_covered": n, "resample_tokens": t,
+                        "tokens_per_newly_covered": t / n if n else None}
+    hard_keys = [str(h) for h in hard]
+    hard_unsolved = sum(by_level[lv]["unsolved_after_initial"] for lv in hard_keys if lv in by_level)
+    hard_new = sum(by_level[lv]["newly_covered"] for lv in hard_keys if lv in by_level)
+    resample_tokens = sum(r["generated_tokens"] for r in later)
+    return {
+        "strategy": stats["strategy"],
+        "rounds_run": len(later),
+        "token_budget": stats.get("token_budget"),
+        "coverage_by_round": [{"round": r["round"], "coverage": r["coverage"],
+                               "coverage_by_level": r.get("coverage_by_level", {}),
+                               "cumulative_samples": r["cumulative_samples"],
+                               "cumulative_generated_tokens": r["cumulative_generated_tokens"]} for r in rounds],
+        "samples": rounds[-1]["cumulative_samples"],
+        "generated_tokens": rounds[-1]["cumulative_generated_tokens"],
+        "resample_samples": sum(r["prompts"] for r in later),
+        "resample_tokens": resample_tokens,
+        "unsolved_after_initial": len(unsolved),
+        "newly_covered": len(newly),
+        "tokens_per_newly_covered": resample_tokens / len(newly) if newly else None,
+        "by_level": by_level,
+        "hard": {"unsolved_after_initial": hard_unsolved, "newly_covered": hard_new,
+                 "coverage_of_unsolved": hard_new / hard_unsolved if hard_unsolved else None,
+                 "newly_covered_per_million_tokens": 1e6 * hard_new / resample_tokens if resample_tokens else None},
+    }
+
+
+def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: float) -> dict:
+    """Everything the demo reports, recomputed from the files under ``out_dir``."""
+    from dataclasses import asdict
+
+    out_dir = Path(out_dir)
+    hard = list(cfg.hard_levels)
+    summary: dict[str, Any] = {"config": asdict(cfg)}
+
+    # base
+    base = {TEST_LABEL[ds]: eval_block(_read(out_dir / "eval" / "base" / f"{ds}_res.json"), hard)
+            for ds in (HELD_IN, HELD_OUT)}
+    summary["base"] = {"eval": base, "train_seconds": _read(out_dir / "base" / "stage.json")["seconds"]}
+
+    # sampling
+    initial_stats = _read(out_dir / "sampling" / "vanilla" / "sampling_stats.json")
+    r0 = initial_stats["rounds"][0]
+    sampling: dict[str, Any] = {"initial": {"samples": r0["cumulative_samples"],
+                                            "generated_tokens": r0["cumulative_generated_tokens"],
+                                            "coverage": r0["coverage"],
+                                            "coverage_by_level": r0.get("coverage_by_level", {}),
+                                            "n_queries": initial_stats["n_queries"]}}
+    for name in SAMPLED:
+        if (out_dir / "sampling" / name / "sampling_stats.json").is_file():
+            sampling[name] = sampling_block(out_dir / "sampling" / name, hard)
+    if "state_reset" in sampling and "brute_force" in sampling:
+        sr, bf = sampling["state_reset"]["hard"], sampling["brute_force"]["hard"]
+        a, b = sr["newly_covered_per_million_tokens"], bf["newly_covered_per_million_tokens"]
+        sampling["hard_coverage_per_token_ratio"] = {
+            "state_reset_per_million_tokens": a, "brute_force_per_million_tokens": b,
+            "ratio": (a / b) if a is not None and b else None,
+            "meets_2x": bool(a is not None and (not b or a >= 2 * b)),
+            "definition": f"newly covered pool queries of levels {hard} that had no correct initial sample, per "
+                          "million tokens generated in the resampling rounds (brute force spends at least state "
+                          "reset's budget)"}
+    summary["sampling"] = sampling
+
+    # data per arm
+    summary["data"] = {}
+    for arm in cfg.arms:
+        counts = _read(out_dir / "arms" / arm / "data" / "train.counts.json")
+        records = _read(out_dir / "arms" / arm / "data" / "train.json")
+        by_level: dict[str, int] = {}
+        for r in records:
+            by_level[str(r.get("level"))] = by_level.get(str(r.get("level")), 0) + 1
+        summary["data"][arm] = {"records": len(records), "original": counts["included"]["original"],
+                                "kept": counts["total"]["kept"], "wrong_answer": counts["total"]["wrong_answer"],
+                                "failed_check": counts["total"]["failed_check"],
+                                "duplicate": counts["total"]["duplicate"],
+                                "records_by_level": dict(sorted(by_level.items())),
+                                "by_strategy": counts["by_strategy"]}
+
+    # arms: per seed, then mean and spread over seeds
+    arms: dict[str, Any] = {}
+    flags: dict[tuple[str, str, str], list[list[bool]]] = {}
+    for arm in cfg.arms:
+        seeds = {}
+        for seed in cfg.seeds:
+            edir = out_dir / "eval" / f"{arm}_seed{seed}"
+            block = {}
+            for ds in (HELD_IN, HELD_OUT):
+                items = _read(edir / f"{ds}_res.json")
+                block[TEST_LABEL[ds]] = eval_block(items, hard)
+                flags.setdefault((arm, TEST_LABEL[ds], "all"), []).append(_flags(items))
+                flags.setdefault((arm, TEST_LABEL[ds], "hard"), []).append(_flags(items, hard))
+            seeds[str(seed)] = block
+        spread = {}
+        for test in ("held_in", "held_out"):
+            spread[test] = {"all": seed_spread([s[test]["all"]["accuracy"] for s in seeds.values()]),
+                            "hard": seed_spread([s[test]["hard"]["accuracy"] for s in seeds.values()]),
+                            "by_level": {lv: seed_spread([s[test]["by_level"][lv]["accuracy"] for s in seeds.values()])
+                                         for lv in next(iter(seeds.values()))[test]["by_level"]}}
+        arms[arm] = {"seeds": seeds, "over_seeds": spread}
+    summary["arms"] = arms
+
+    # comparisons: state reset (and the other sampled arms) against control and vanilla
+    comparisons = {}
+    for a in [x for x in ("state_reset", "vanilla", "brute_force", "answer_driven", "rationale_driven")
+              if x in cfg.arms]:
+        for b in [x for x in ("control", "vanilla") if x in cfg.arms and x != a]:
+            entry = {}
+            for test in ("held_in", "held_out"):
+                for part in ("all", "hard"):
+                    d = paired_bootstrap_diff(flags[(a, test, part)], flags[(b, test, part)])
+                    sa, sb = arms[a]["over_seeds"][test][part], arms[b]["over_seeds"][test][part]
+                    d["verdict"] = verdict(d, sa, sb)
+                    d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
+                    entry[f"{test}_{part}"] = d
+            comparisons[f"{a}_vs_{b}"] = entry
+    summary["comparisons"] = comparisons
+    summary["verdicts"] = _verdict_lines(comparisons)
+
+    # times
+    summary["times"] = stage_times(out_dir, timeline, wall_seconds)
+    return summary
+
+
+def _verdict_lines(comparisons: dict) -> list[str]:
+    lines = []
+    for name in ("state_reset_vs_control", "state_reset_vs_vanilla", "vanilla_vs_control"):
+        if name not in comparisons:
+            continue
+        a, b = name.split("_vs_")
+        for key, d in comparisons[name].items():
+            lines.append(f"{a} {d['verdict']} {b} on {key.replace('_', ' ')}: {d['diff']:+.3f} "
+                         f"(95% item interval {d['ci95'][0]:+.3f}..{d['ci95'][1]:+.3f}; seed means "
+                         f"{d['seed_means'][a]:.3f} vs {d['seed_means'][b]:.3f})")
+    return lines
+
+
+def stage_times(out_dir: Path, timeline: list[dict], wall_seconds: float) -> dict:
+    """Time per category when each stage was computed (from the markers) and this invocation's wall clock."""
+    cat = {"base": 0.0, "training": 0.0, "engine_start": 0.0, "reload_weights": 0.0, "generation": 0.0,
+           "grading_and_bookkeeping": 0.0, "data": 0.0, "world": 0.0}
+    per_stage = {}
+    for marker in sorted(out_dir.rglob("stage.json")):
+        s = _read(marker)
+        rel = str(marker.parent.relative_to(out_dir))
+        per_stage[rel] = s["seconds"]
+        name = s["stage"]
+        if name == "base":
+            cat["base"] += s["seconds"]
+        elif name == "world":
+            cat["world"] += s["seconds"]
+        elif name.startswith("train "):
+            cat["training"] += s["seconds"]
+        elif name.startswith("data "):
+            cat["data"] += s["seconds"]
+        elif "generate_seconds" in s:
+            cat["generation"] += s["generate_seconds"]
+            cat["grading_and_bookkeeping"] += max(0.0, s["seconds"] - s["generate_seconds"])
+    # engine start and reloads happen inside the first stages that need them: move them out of those
+    for t in timeline:
+        if t["stage"] in ("engine_start", "reload_weights"):
+            cat[t["stage"]] += t["seconds"]
+            cat["grading_and_bookkeeping"] = max(0.0, cat["grading_and_bookkeeping"] - t["seconds"])
+    return {"by_category_when_computed": {k: round(v, 1) for k, v in cat.items()},
+            "sum_when_computed": round(sum(cat.values()), 1),
+            "per_stage_when_computed": per_stage,
+            "this_invocation": {"wall_seconds": round(wall_seconds, 1),
+                                "cached_stages": sum(t.get("cached", False) for t in timeline),
+                                "computed_stages": [t for t in timeline if not t.get("cached")]}}
+
+
+# ------------------------------------------------------------------------------------------------ the table
+def _pct(x: float | None) -> str:
+    return "  -  " if x is None else f"{100 * x:5.1f}"
+
+
+def format_table(summary: dict) -> str:
+    cfg = summary["config"]
+    hard = cfg["hard_levels"]
+    lines = []
+    for test in ("held_in", "held_out"):
+        levels = list(summary["base"]["eval"][test]["by_level"])
+        head = f"{'arm':<18}{'seed':>5} " + " ".join(f"{'k' + lv:>5}" for lv in levels) + \
+            f"  {'all [95% CI]':>20}  {'hard k' + ','.join(map(str, hard)) + ' [95% CI]':>22}"
+        lines += [f"\nAccuracy (%), {test.replace('_', '-')} test "
+                  f"({summary['base']['eval'][test]['by_level'][levels[0]]['n']} items per level)", head,
+                  "-" * len(head)]
+
+        def row(label: str, seed: str, block: dict, levels: list[str] = levels) -> str:
+            a, h = block["all"], block["hard"]
+            return (f"{label:<18}{seed:>5} " + " ".join(_pct(block["by_level"][lv]["accuracy"]) for lv in levels)
+                    + f"  {_pct(a['accuracy'])} [{_pct(a['ci95'][0])},{_pct(a['ci95'][1])}]"
+                    + f"  {_pct(h['accuracy'])} [{_pct(h['ci95'][0])},{_pct(h['ci95'][1])}]")
+
+        lines.append(row("base", "-", summary["base"]["eval"][test]))
+        for arm, info in summary["arms"].items():
+            for seed, block in info["seeds"].items():
+                lines.append(row(arm, seed, block[test]))
+            sp = info["over_seeds"][test]
+            lines.append(f"{'  mean (min..max)':<18}{'':>5} "
+                         + " ".join(_pct(sp["by_level"][lv]["mean"]) for lv in levels)
+                         + f"  {_pct(sp['all']['mean'])} ({_pct(sp['all']['min'])}..{_pct(sp['all']['max'])})"
+                         + f"  {_pct(sp['hard']['mean'])} ({_pct(sp['hard']['min'])}..{_pct(sp['hard']['max'])})")
+    s = summary["sampling"]
+    lines.append(f"\nSampling on the pool ({s['initial']['n_queries']} queries), coverage (%) by level")
+    levels = list(s["initial"]["coverage_by_level"])
+    head = f"{'strategy':<18}{'rounds':>7}{'tokens':>11} " + " ".join(f"{'k' + lv:>5}" for lv in levels) + \
+        f"{'new hard':>10}{'tok/new':>9}"
+    lines += [head, "-" * len(head)]
+    lines.append(f"{'initial (vanilla)':<18}{0:>7}{s['initial']['generated_tokens']:>11} "
+                 + " ".join(_pct(s["initial"]["coverage_by_level"][lv]) for lv in levels))
+    for name in SAMPLED:
+        if name not in s:
+            continue
+        b = s[name]
+        cov = b["coverage_by_round"][-1]["coverage_by_level"]
+        tpn = b["tokens_per_newly_covered"]
+        lines.append(f"{name:<18}{b['rounds_run']:>7}{b['generated_tokens']:>11} "
+                     + " ".join(_pct(cov.get(lv)) for lv in levels)
+                     + f"{b['hard']['newly_covered']:>5}/{b['hard']['unsolved_after_initial']:<4}"
+                     + f"{'-' if tpn is None else f'{tpn:.0f}':>9}")
+    if "hard_coverage_per_token_ratio" in s:
+        r = s["hard_coverage_per_token_ratio"]
+        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.1f}x"
+        lines.append(f"hard-tail coverage per token, state reset / brute force: {ratio} (target >= 2x)")
+    lines.append("\nKept and dropped samples per arm's data (O + kept samples)")
+    head = f"{'arm':<18}{'records':>8}{'kept':>7}{'wrong':>7}{'process':>8}{'dup':>6}"
+    lines += [head, "-" * len(head)]
+    for arm, d in summary["data"].items():
+        lines.append(f"{arm:<18}{d['records']:>8}{d['kept']:>7}{d['wrong_answer']:>7}{d['failed_check']:>8}"
+                     f"{d['duplicate']:>6}")
+    lines.append("\nVerdicts (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed "
+                 "above every seed)")
+    lines += ["  " + v for v in summary["verdicts"]]
+    t = summary["times"]
+    cat = t["by_category_when_computed"]
+    lines.append("\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in cat.items())
+                 + f"; sum {t['sum_when_computed']:.0f}; this invocation {t['this_invocation']['wall_seconds']:.0f}"
+                 + f" ({t['this_invocation']['cached_stages']} stages cached)")
+    return "\n".join(lines)
