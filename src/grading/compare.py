@@ -146,6 +146,8 @@ def normalize_math(text: str) -> str:
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("°", "").replace("\\circ", "")
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
     s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{\s*" + _UNIT_WORDS + r"(\^\d|\^\{\d\})?\s*\}", "", s)
+    # a trailing unit in words after a value ("164\pi \mbox{ square feet}"); a text-only answer is kept
+    s = re.sub(r"(?<=[\w}])\s*\\(?:text|mbox|mathrm)\{[A-Za-z\s]+\}(\^\d|\^\{\d\})?$", "", s)
     s = re.sub(r"\\(?:text|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}", r"\1", s)
     s = re.sub(r"\\(?:displaystyle|mathit)\b", "", s)
     s = s.replace("\\{", "{").replace("\\}", "}") if s.startswith("\\{") else s

@@ -96,10 +96,13 @@ def extract_math(response: str, from_program: bool = False) -> str:
     return last_number(response) or ""
 
 
-def parse_options(options: list | str | None) -> dict[str, str]:
-    """``["A)5", "B)6"]`` or ``"a ) 38 , b ) 27.675"`` -> ``{"A": "5", "B": "6"}`` (letters upper-cased)."""
+def parse_options(options: list | str | dict | None) -> dict[str, str]:
+    """Options as ``{letter: text}`` (a dict passes through).
+    ``["A)5", "B)6"]`` or ``"a ) 38 , b ) 27.675"`` -> ``{"A": "5", "B": "6"}`` (letters upper-cased)."""
     if not options:
         return {}
+    if isinstance(options, dict):
+        return {str(k).upper(): str(v) for k, v in options.items()}
     if isinstance(options, str):
         parts = re.split(r"(?:^|,)\s*([a-eA-E])\s*\)\s*", options)
         return {parts[i].upper(): parts[i + 1].strip().rstrip(",").strip() for i in range(1, len(parts) - 1, 2)}
@@ -119,8 +122,8 @@ def choice_letters(seg: str) -> list[str]:
         found.append((0, re.search(r"[A-Ea-e]", s).group(0)))
     for pattern in _LETTER_PATTERNS:
         found += [(m.start(1), m.group(1)) for m in re.finditer(pattern, s, re.IGNORECASE)]
-    # an upper-case letter standing alone ("E", "E.", "is E because") names an option too
-    found += [(m.start(1), m.group(1)) for m in re.finditer(r"(?<![A-Za-z'])([A-E])(?![A-Za-z'])", s)]
+    # an upper-case letter standing alone ("E", "E.", "is E because") names an option too; "8C3" does not
+    found += [(m.start(1), m.group(1)) for m in re.finditer(r"(?<![A-Za-z0-9'])([A-E])(?![A-Za-z0-9'])", s)]
     letters: list[str] = []
     for _, letter in sorted(found):
         if letter.upper() not in letters:
@@ -128,18 +131,79 @@ def choice_letters(seg: str) -> list[str]:
     return letters
 
 
+# Without a trigger, only the closing line is read, and only where it names the answer explicitly.
+_KW = r"(?i:answer|ans|option|choice|opt)"
+_FALLBACK_PATTERNS = (
+    # "Answer: C", "AnswerB", "correct answer - D", "Answer will be C", "answer choice E", "(optionB"
+    _KW + r"[\s:;=\-.'\"(]*(?:(?i:is|was|will be|should be|must be|would be|choice|option|:)[\s:;=\-'\"(]*)*"
+    r"\(?([A-E])\)?(?![A-Za-z0-9])",
+    # "D is the answer", "C is correct answer", "B it is", "Choice A is correct"
+    r"(?<![A-Za-z0-9'])\(?([A-E])\)?\s+(?i:is|it is)\b",
+    # "Hence C.", "So, answer is D", "Therefore E"
+    r"(?i:hence|so|thus|therefore|=>|imo)[\s,:'\"]+(?:(?i:the|answer|is|option|choice)[\s,:'\"]+)*\(?([A-E])\)?"
+    r"(?![A-Za-z0-9])",
+    # "= 24=A", "ans=D", "E=60"
+    r"=\s*([A-E])(?![A-Za-z0-9])",
+    # "C ans ....", "B answer"
+    r"(?<![A-Za-z0-9'])\(?([A-E])\)?\s+(?i:ans|answer)\b",
+    # a letter glued to the end of the line: "... less than m+d.D"
+    r"(?<=[.)])\s*([A-E])\.?$",
+)
+
+
+def fallback_choice(text: str, options: dict[str, str] | None = None) -> str:
+    """The option a trigger-less response's last line names ("Answer: C", "D is the answer", "Hence B"), or
+    else the one option whose value is the last number of that line (the last-number fallback)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return ""
+    last = lines[-1]
+    m = re.fullmatch(r"\W*\(?([A-E])\)?[\W\d]*", last)  # "B", "(D)", "D. 220", "C 85%"
+    if m:
+        return m.group(1)
+    for line in reversed(lines[-3:]):  # "My Answer is E.\nr=10\ns=3": the statement may precede a check
+        hits = sorted((m.start(1), m.group(1)) for p in _FALLBACK_PATTERNS for m in re.finditer(p, line))
+        if hits:
+            return hits[-1][1]
+    num = last_number(last.rsplit("=", 1)[-1])
+    if options and num is not None:
+        return _match_option_text(num, options) or ""
+    return ""
+
+
+def options_from_question(question: str) -> dict[str, str]:
+    """Options written into a question ("Answer Choices: (A) 35 (B) 25 ..." or "a ) 38 , b ) 27.675")."""
+    m = re.search(r"Answer Choices:(.*)$", question, re.DOTALL)
+    if not m:
+        return {}
+    text = m.group(1).strip()
+    if re.match(r"\(\s*[A-E]\s*\)", text):
+        parts = re.split(r"\(\s*([A-E])\s*\)", text)
+        return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts) - 1, 2)}
+    return parse_options(text)
+
+
+def _value_with_unit(text: str):
+    """The number in "40", "$1,500", "12 min" or "24 kmph" (a number and at most a short unit word)."""
+    from src.grading.compare import parse_number
+
+    value = parse_number(text) if text else None
+    if value is None and text:
+        num = first_number(text)
+        rest = text.replace(num or "", "", 1).strip(" .$%") if num else text
+        value = parse_number(num) if num and re.fullmatch(r"[A-Za-z ]{0,12}", rest) else None
+    return value
+
+
 def _match_option_text(seg: str, options: dict[str, str]) -> str | None:
     """The letter whose option text is the answer (number or normalised text), if exactly one matches."""
-    from src.grading.compare import clean_number_text, numbers_equal, parse_number
+    from src.grading.compare import clean_number_text, numbers_equal
 
-    value = parse_number(seg) if seg else None
-    if value is None and seg:
-        num = first_number(seg)
-        rest = seg.replace(num or "", "").strip(" .$%") if num else seg
-        value = parse_number(num) if num and len(rest) <= 12 else None  # "40 inches" names option 40
+    seg = seg.rsplit("=", 1)[-1].strip() if "=" in seg else seg  # "119 - 31 = 88": the result
+    value = _value_with_unit(seg)
     hits = []
     for letter, text in options.items():
-        opt_value = parse_number(text)
+        opt_value = _value_with_unit(text)
         if value is not None and opt_value is not None:
             if numbers_equal(value, opt_value):
                 hits.append(letter)
@@ -153,11 +217,9 @@ def extract_choice(response: str, options: list | str | None = None, from_progra
     seg = normalize_program_output(response) if from_program else answer_segment(response)
     if seg is None:
         boxed = last_boxed(response)
-        if boxed is not None:
-            seg = boxed
-        else:
-            strong = [m.group(1) for m in re.finditer(_LETTER_PATTERNS[0], response)]
-            return strong[-1].upper() if strong else ""
+        if boxed is None:
+            return fallback_choice(response, parse_options(options))
+        seg = boxed
     boxed = last_boxed(seg)
     if boxed is not None:
         seg = boxed
@@ -167,6 +229,9 @@ def extract_choice(response: str, options: list | str | None = None, from_progra
         if by_text is not None and not choice_letters(seg):
             return by_text
     letters = choice_letters(seg)
+    if not letters and not from_program:  # "The answer is 8C3 = 56.\nD": the letter follows on a later line
+        after = response[list(TRIGGER_RE.finditer(response))[-1].end():] if TRIGGER_RE.search(response) else ""
+        return fallback_choice(after, parsed)
     return ",".join(letters)
 
 
