@@ -70,8 +70,22 @@ def sha256_path(path: str | Path) -> str:
     raise FileNotFoundError(f"{path}: not found")
 
 
-def hashes(paths: list[str]) -> dict[str, str]:
-    return {p: sha256_path(p) for p in paths}
+def path_key(path: str | Path, root: str | Path | None) -> str:
+    """How a path is named in a marker: relative to ``root`` when inside it (so a copied experiment folder keeps
+    valid markers), else as given."""
+    if root is not None:
+        rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+        if not rel.startswith(".."):
+            return rel
+    return str(path)
+
+
+def hashes(paths: list[str], root: str | Path | None = None) -> dict[str, str]:
+    return {path_key(p, root): sha256_path(p) for p in paths}
+
+
+def _resolve(key: str, root: str | Path | None) -> Path:
+    return Path(root) / key if root is not None and not os.path.isabs(key) else Path(key)
 
 
 def remove(path: str | Path) -> None:
@@ -108,15 +122,18 @@ def load_marker(marker: str | Path) -> StageRecord | None:
         return None  # a marker we cannot read proves nothing: redo the stage
 
 
-def why_not_done(marker: str | Path, inputs: list[str], outputs: list[str]) -> str | None:
+def why_not_done(marker: str | Path, inputs: list[str], outputs: list[str],
+                 root: str | Path | None = None) -> str | None:
     """None when the stage finished with these inputs and its outputs are intact, else the reason to run it."""
     record = load_marker(marker)
     if record is None:
         return "no completion marker"
-    if sorted(record.consumed) != sorted(inputs) or sorted(record.produced) != sorted(outputs):
-        return "the stage's inputs or outputs changed since it ran"
-    for path, digest in {**record.consumed, **record.produced}.items():
-        if not Path(path).exists():
+    if sorted(record.consumed) != sorted(path_key(p, root) for p in inputs) or \
+            sorted(record.produced) != sorted(path_key(p, root) for p in outputs):
+        return "the stage's list of inputs or outputs changed since it ran"
+    for key, digest in {**record.consumed, **record.produced}.items():
+        path = _resolve(key, root)
+        if not path.exists():
             return f"{path} is missing"
         if sha256_path(path) != digest:
             return f"{path} changed since the stage ran"
@@ -166,10 +183,14 @@ def _run_logged(command: list[str], log: Path) -> int:
 
 
 def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[str], outputs: list[str],
-              log: str | Path, resumable: list[str] | None = None, retries: int = 0) -> StageRecord:
-    """Skip the stage if it is done, else clear its outputs, run it (retrying), and write its marker."""
+              log: str | Path, resumable: list[str] | None = None, retries: int = 0,
+              root: str | Path | None = None) -> StageRecord:
+    """Skip the stage if it is done, else clear its outputs, run it (retrying), and write its marker.
+
+    ``root``: the experiment folder; paths inside it are recorded relative to it.
+    """
     marker, log = Path(marker), Path(log)
-    reason = why_not_done(marker, inputs, outputs)
+    reason = why_not_done(marker, inputs, outputs, root)
     if reason is None:
         record = load_marker(marker)
         assert record is not None
@@ -178,7 +199,7 @@ def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[s
     missing = [p for p in inputs if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"stage {stage}: input {missing[0]} does not exist (did an earlier stage fail?)")
-    consumed = hashes(inputs)
+    consumed = hashes(inputs, root)
     attempt_file = marker.with_name(marker.name + ".attempt")
     previous = json.loads(attempt_file.read_text()) if attempt_file.is_file() else None
     keep_resumable = previous is not None and previous.get("consumed") == consumed
@@ -201,7 +222,7 @@ def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[s
     absent = [p for p in outputs if not Path(p).exists()]
     if absent:
         raise StageFailed(stage, 0, log, f"exited 0 but did not produce {absent[0]}")
-    record = StageRecord(stage=stage, command=command, consumed=consumed, produced=hashes(outputs),
+    record = StageRecord(stage=stage, command=command, consumed=consumed, produced=hashes(outputs, root),
                          wall_seconds=round(time.perf_counter() - start, 3),
                          engine_start_seconds=engine_start_seconds(outputs), attempts=attempt,
                          started_at=started_at, finished_at=_now())
@@ -255,10 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--resumable", nargs="*", default=[], help="kept across a rerun with the same inputs")
     r.add_argument("--retries", type=int, default=int(os.environ.get("STAGE_RETRIES", "0")),
                    help="reruns after a failure (env STAGE_RETRIES)")
+    r.add_argument("--root", help="experiment folder: paths inside it are recorded relative to it")
     d = sub.add_parser("done", help="exit 0 when the stage is done, 1 (and why) otherwise")
     d.add_argument("--marker", required=True)
+    d.add_argument("--root")
     d.add_argument("--inputs", nargs="*", default=[])
     d.add_argument("--outputs", nargs="+", required=True)
+    f = sub.add_parser("files", help="print the test or pool file of each data set (names from src.datasets)")
+    f.add_argument("kind", choices=["test", "pool"])
+    f.add_argument("--data_dir", required=True)
+    f.add_argument("--mode", default="cot", choices=["cot", "pot"])
+    f.add_argument("datasets", nargs="+")
     rep = sub.add_parser("report", help="wall and engine start-up seconds per stage of an experiment")
     rep.add_argument("exp_dir")
     rep.add_argument("--json", action="store_true", help="one JSON list instead of a table")
@@ -268,15 +296,22 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("run needs the stage's command after --")
         try:
             run_stage(args.stage, args.marker, command, args.inputs, args.outputs, args.log, args.resumable,
-                      args.retries)
+                      args.retries, args.root)
         except (StageFailed, FileNotFoundError) as err:
             print(f"[stages] error: {err}", file=sys.stderr, flush=True)
             return getattr(err, "rc", 1)
         return 0
     if args.cmd == "done":
-        why = why_not_done(args.marker, args.inputs, args.outputs)
+        why = why_not_done(args.marker, args.inputs, args.outputs, args.root)
         print("done" if why is None else why)
         return 0 if why is None else 1
+    if args.cmd == "files":
+        from src.datasets import get_dataset
+
+        for name in args.datasets:
+            spec = get_dataset(name)
+            print(spec.test_file(args.data_dir) if args.kind == "test" else spec.pool_file(args.mode, args.data_dir))
+        return 0
     rows = report(args.exp_dir)
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -1,0 +1,297 @@
+# shellcheck shell=bash
+# Shared logic of every GSI shell script (sourced, never run). The calling script sets its defaults first
+# (": "${VAR:=value}"), so every setting can be overridden from the environment:
+#
+#   NUM_ITERS=1 SAMPLE_NUM=4 bash scripts/tiny/cot_train_state_reset.sh
+#   DRY_RUN=1 bash scripts/llama3/cot_train_state_reset.sh     # print every stage's command, run nothing
+#
+# Each stage runs through `python -m src.stages run`, which skips it when its marker says it finished with the
+# same inputs, otherwise clears its partial outputs, runs it, and records inputs/outputs (sha256), wall time and
+# vLLM engine start-up time. Rerunning a script after a crash or kill -9 therefore redoes only what is missing.
+#
+# Layout (the original scripts'):
+#   $OUTPUT_DIR/$MODEL_TAG/$EXP_NAME/iter_data/${DATA_NAME}_iter_<i>.json     training data of iteration i
+#   $OUTPUT_DIR/$MODEL_TAG/$EXP_NAME/iter_<i>/{model,eval_data,inference_data} + logs/<stage>.log + stages/
+
+GSI_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$GSI_REPO"  # relative paths in settings are relative to the repository root
+export PYTHONPATH="$GSI_REPO${PYTHONPATH:+:$PYTHONPATH}"
+export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
+
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x "$GSI_REPO/.venv/bin/python" ]]; then PYTHON="$GSI_REPO/.venv/bin/python"; else PYTHON=python; fi
+fi
+if [[ -z "${ACCELERATE:-}" ]]; then
+    ACCELERATE="$(dirname "$PYTHON")/accelerate"
+    [[ -x "$ACCELERATE" ]] || ACCELERATE=accelerate
+fi
+
+# ------------------------------------------------------------------------------------------------ defaults
+# The calling script sets PROFILE, STRATEGY, EXP_TAG, MODE and MAX_RESAMPLE_NUM; everything else defaults here.
+: "${PROFILE:=llama3}"                # llama3: the paper's cluster run; tiny: the embedded default on a CPU
+: "${STRATEGY:=state_reset}"          # vanilla | answer_driven | rationale_driven | teacher_help | state_reset
+: "${EXP_TAG:=$STRATEGY}"             # first word of EXP_NAME (iter_original, uniform, state_reset, ...)
+: "${MODE:=cot}"                      # cot | pot
+case "$PROFILE" in
+    llama3)  # SPEC.md: Llama-3-8B on 8 GPUs, DeepSpeed ZeRO-2, global batch 64
+        : "${MODEL_PATH:=models/Meta-Llama-3-8B}" "${MODEL_NAME:=llama3-8b}"
+        ;;
+    tiny)  # 1M-parameter Llama + synthetic world on 2 CPU cores (DeepSpeed ZeRO-2, 2 processes, gloo)
+        : "${MODEL_PATH:=output/tiny/base_model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=data/synthetic}"
+        : "${TINY_SETUP:=1}" "${DATA_NAME:=synthetic}" "${TRAIN_DATASETS:=synthetic}"
+        : "${EVAL_DATASETS:=synthetic synthetic_heldout}" "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/synthetic.json}"
+        : "${DEVICE_NUM:=1}" "${MAX_LENGTH:=256}" "${MAX_MODEL_LEN:=1024}" "${CHECK_RESULT:=true}"
+        : "${ACCELERATE_CONFIG:=configs/accelerate_cpu_zero2_2proc.yaml}" "${BATCH_SIZE:=16}"
+        # a 1M-parameter model trained from scratch needs a far higher rate and more steps than an 8B model
+        : "${LEARNING_RATE:=5e-3}" "${LR_SCHEDULER:=cosine}" "${N_EPOCHS:=100}" "${MAX_STEPS:=300}"
+        : "${WARMUP_STEP:=30}" "${KEEP_NUM_CKPT:=0}" "${TRAIN_EXTRA_ARGS:=--adam_beta2 0.98}"
+        # teacher_help: a stand-in teacher served locally (a 1M-parameter model cannot really critique; this
+        # exercises the machinery). On a cluster point TEACHER_BASE_URL at Llama-3-70B-Instruct instead.
+        : "${TEACHER_MODEL:=tiny-teacher}" "${TEACHER_SERVE_PATH:=$MODEL_PATH}" "${TEACHER_PORT:=8011}"
+        : "${TEACHER_BASE_URL:=http://127.0.0.1:$TEACHER_PORT/v1}"
+        ;;
+    *) echo "unknown PROFILE '$PROFILE' (llama3 or tiny)" >&2; exit 2 ;;
+esac
+: "${MODEL_NAME:=$(basename "$MODEL_PATH")}"
+: "${MODEL_TAG:=${MODEL_NAME}_${MODE}}"  # the <model> folder under OUTPUT_DIR
+: "${OUTPUT_DIR:=output}"
+: "${DATA_DIR:=data}"
+: "${DATA_NAME:=train}"               # iter_data/<DATA_NAME>_iter_<i>.json
+: "${NUM_ITERS:=4}"                   # each iteration retrains from MODEL_PATH on that iteration's data
+: "${START_ITER:=0}"
+: "${SEED:=42}"
+# sampling
+: "${TRAIN_DATASETS:=gsm8k math aqua}"     # held-in sampling pools: $DATA_DIR/inference/$MODE/<file>.json
+: "${SAMPLE_NUM:=8}"
+: "${MIN_CORRECT_NUM:=4}"
+: "${MAX_RESAMPLE_NUM:=8}"
+: "${TEMPERATURE:=0.7}"
+: "${MAX_LENGTH:=1024}"               # new tokens per sample / evaluation response
+: "${MAX_MODEL_LEN:=4096}"            # prompt + response tokens per sequence in vLLM
+: "${DEVICE_NUM:=8}"                  # tensor-parallel GPUs of the vLLM stages
+: "${TEACHER_MODEL:=}"                # teacher_help: model name served at TEACHER_BASE_URL
+: "${TEACHER_BASE_URL:=http://127.0.0.1:8000/v1}"
+: "${TEACHER_SERVE_PATH:=}"           # teacher_help: if set, serve this model folder locally for the stage
+: "${TEACHER_PORT:=8000}"
+# evaluation
+: "${EVAL_DATASETS:=gsm8k math aqua mathqa svamp theoremqa}"
+# next iteration's data
+: "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/mathinstruct.json}"   # iteration-0 data
+: "${INCLUDE_ORIGINAL:=false}"
+: "${INCLUDE_PRE_ITER:=false}"
+: "${CHECK_RESULT:=false}"
+: "${MAX_PER_QUESTION:=}"             # empty: no cap
+# training (train.py flags)
+: "${ACCELERATE_CONFIG:=default_config_deepspeed_ga2.yaml}"
+: "${BATCH_SIZE:=4}"
+: "${GRAD_ACC:=1}"                    # the ga2 DeepSpeed config sets 2 itself (it wins over this flag)
+: "${LEARNING_RATE:=1e-5}"
+: "${N_EPOCHS:=1}"
+: "${MAX_STEPS:=-1}"
+: "${WARMUP_STEP:=-1}"                # -1: 10% of the steps
+: "${LR_SCHEDULER:=linear}"
+: "${MAX_INPUT_LENGTH:=1024}"
+: "${KEEP_NUM_CKPT:=1}"
+: "${TRAIN_EXTRA_ARGS:=}"             # more train.py flags, word-split (e.g. "--adam_beta2 0.98")
+# machinery
+: "${DRY_RUN:=0}"                     # 1: print each stage's command instead of running it
+: "${STAGE_RETRIES:=0}"               # reruns of a failed stage (outputs cleared first: nothing duplicated)
+
+if [[ -z "${EXP_NAME:-}" ]]; then
+    EXP_NAME="${EXP_TAG}_sample_${SAMPLE_NUM}_correct_${MIN_CORRECT_NUM}_max_${MAX_RESAMPLE_NUM}"
+    EXP_NAME+="_orig_${INCLUDE_ORIGINAL}_preiter_${INCLUDE_PRE_ITER}"
+    [[ "$CHECK_RESULT" == true ]] && EXP_NAME+="_check"
+    [[ -n "$MAX_PER_QUESTION" ]] && EXP_NAME+="_cap_${MAX_PER_QUESTION}"
+fi
+: "${EXP_DIR:=$OUTPUT_DIR/$MODEL_TAG/$EXP_NAME}"
+# The stage templates run as child processes: they must see exactly these settings.
+export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR DATA_DIR DATA_NAME NUM_ITERS \
+    START_ITER SEED TRAIN_DATASETS SAMPLE_NUM MIN_CORRECT_NUM MAX_RESAMPLE_NUM TEMPERATURE MAX_LENGTH MAX_MODEL_LEN \
+    DEVICE_NUM TEACHER_MODEL TEACHER_BASE_URL TEACHER_SERVE_PATH TEACHER_PORT EVAL_DATASETS ORIGINAL_DATA \
+    INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
+    LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS \
+    DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE
+
+# ------------------------------------------------------------------------------------------------ helpers
+gsi_log() { printf '[gsi %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# gsi_stage NAME STAGE_DIR COMMAND...   (inputs/outputs in the arrays STAGE_INPUTS, STAGE_OUTPUTS,
+# STAGE_RESUMABLE). Marker: STAGE_DIR/stages/NAME.json; log: STAGE_DIR/logs/NAME.log.
+gsi_stage() {
+    local name=$1 stage_dir=$2
+    shift 2
+    if [[ "$DRY_RUN" == 1 ]]; then
+        printf '[dry-run] %s:' "$name"
+        printf ' %q' "$@"
+        printf '\n'
+        return 0
+    fi
+    "$PYTHON" -m src.stages run --stage "$name" --root "$EXP_DIR" \
+        --marker "$stage_dir/stages/$name.json" --log "$stage_dir/logs/$name.log" \
+        --inputs "${STAGE_INPUTS[@]}" --outputs "${STAGE_OUTPUTS[@]}" \
+        --resumable "${STAGE_RESUMABLE[@]}" -- "$@"
+}
+
+# The data files of a space-separated list of data set names (file names come from src/datasets.py).
+gsi_files() {  # gsi_files test|pool NAMES  -> one path per line, or exit (unknown name)
+    local out
+    # shellcheck disable=SC2086
+    out="$("$PYTHON" -m src.stages files "$1" --data_dir "$DATA_DIR" --mode "$MODE" $2)" || exit 2
+    printf '%s\n' "$out"
+}
+
+gsi_inference_script() {
+    case "$STRATEGY" in
+        vanilla) echo inference.py ;;
+        answer_driven | rationale_driven | teacher_help | state_reset) echo "inference_${STRATEGY}.py" ;;
+        *) echo "unknown STRATEGY '$STRATEGY'" >&2; return 1 ;;
+    esac
+}
+
+gsi_iter_data() { echo "$EXP_DIR/iter_data/${DATA_NAME}_iter_$1.json"; }
+
+# ------------------------------------------------------------------------------------------------ stages
+# Iteration 0 trains on a copy of the original data (kept beside the later iterations' data).
+gsi_data_stage() {
+    STAGE_INPUTS=("$ORIGINAL_DATA") STAGE_OUTPUTS=("$(gsi_iter_data 0)") STAGE_RESUMABLE=()
+    gsi_stage data "$EXP_DIR/iter_0" cp "$ORIGINAL_DATA" "$(gsi_iter_data 0)"
+}
+
+# Training stage: see scripts/_template.sh (TRAIN_FILE, ITER_DIR and the training settings).
+gsi_train_stage() {
+    : "${TRAIN_FILE:?}" "${ITER_DIR:?}"
+    STAGE_INPUTS=("$MODEL_PATH" "$TRAIN_FILE") STAGE_OUTPUTS=("$ITER_DIR/model")
+    # the trainer resumes from its own checkpoints when the same inputs are retrained after a crash
+    STAGE_RESUMABLE=("$ITER_DIR/checkpoints" "$ITER_DIR/train_log.json")
+    # shellcheck disable=SC2086
+    gsi_stage train "$ITER_DIR" "$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" train.py \
+        --model_name_or_path "$MODEL_PATH" --train_file "$TRAIN_FILE" --model_dir "$ITER_DIR" \
+        --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$GRAD_ACC" --learning_rate "$LEARNING_RATE" \
+        --n_epochs "$N_EPOCHS" --max_steps "$MAX_STEPS" --warmup_step "$WARMUP_STEP" \
+        --lr_scheduler "$LR_SCHEDULER" --max_input_length "$MAX_INPUT_LENGTH" --keep_num_ckpt "$KEEP_NUM_CKPT" \
+        --seed "$SEED" --show_progress false $TRAIN_EXTRA_ARGS
+}
+
+gsi_eval_stage() {
+    : "${ITER_DIR:?}"
+    local listing
+    local -a names files
+    read -r -a names <<< "$EVAL_DATASETS"
+    listing="$(gsi_files test "$EVAL_DATASETS")"
+    mapfile -t files <<< "$listing"
+    STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/eval_data") STAGE_RESUMABLE=()
+    gsi_stage eval "$ITER_DIR" "$PYTHON" eval.py --model_name_or_path "$ITER_DIR/model" \
+        --results_path "$ITER_DIR/eval_data" --dataset_name "${names[@]}" --eval_data_file "${files[@]}" \
+        --temperature 0 --device_num "$DEVICE_NUM" --max_length "$MAX_LENGTH" --mode "$MODE" --seed "$SEED" \
+        --max_model_len "$MAX_MODEL_LEN"
+}
+
+# Sampling stage: see scripts/_template_inference.sh (ITER_DIR and the sampling settings).
+gsi_sample_stage() {
+    : "${ITER_DIR:?}"
+    local script
+    script="$(gsi_inference_script)"
+    local listing
+    local -a names files teacher=()
+    read -r -a names <<< "$TRAIN_DATASETS"
+    listing="$(gsi_files pool "$TRAIN_DATASETS")"
+    mapfile -t files <<< "$listing"
+    if [[ "$STRATEGY" == teacher_help ]]; then
+        teacher=(--teacher_model "${TEACHER_MODEL:?teacher_help needs TEACHER_MODEL}"
+                 --teacher_base_url "$TEACHER_BASE_URL")
+    fi
+    STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/inference_data") STAGE_RESUMABLE=()
+    if [[ "$STRATEGY" == teacher_help && -n "$TEACHER_SERVE_PATH" && "$DRY_RUN" != 1 ]] && ! "$PYTHON" -m \
+            src.stages done --root "$EXP_DIR" --marker "$ITER_DIR/stages/sample.json" \
+            --inputs "${STAGE_INPUTS[@]}" --outputs "${STAGE_OUTPUTS[@]}" > /dev/null; then
+        gsi_teacher_up
+    fi
+    gsi_stage sample "$ITER_DIR" "$PYTHON" "$script" --model_name_or_path "$ITER_DIR/model" \
+        --inference_data_file "${files[@]}" --dataset_name "${names[@]}" \
+        --results_path "$ITER_DIR/inference_data" --sample_num "$SAMPLE_NUM" \
+        --min_correct_num "$MIN_CORRECT_NUM" --max_resample_num "$MAX_RESAMPLE_NUM" \
+        --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "$DEVICE_NUM" --mode "$MODE" \
+        --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --progress false "${teacher[@]}"
+    gsi_teacher_down
+}
+
+gsi_generate_stage() {  # gsi_generate_stage I: inference_data of iteration I -> iter_data of I+1
+    local i=$1
+    local next prev
+    next="$(gsi_iter_data $((i + 1)))"
+    prev="$(gsi_iter_data "$i")"
+    local -a extra=()
+    STAGE_INPUTS=("$EXP_DIR/iter_$i/inference_data")
+    if [[ "$INCLUDE_ORIGINAL" == true ]]; then STAGE_INPUTS+=("$ORIGINAL_DATA"); fi
+    if [[ "$INCLUDE_PRE_ITER" == true ]]; then STAGE_INPUTS+=("$prev"); fi
+    if [[ -n "$MAX_PER_QUESTION" ]]; then extra=(--max_per_question "$MAX_PER_QUESTION"); fi
+    STAGE_OUTPUTS=("$next" "${next%.json}.counts.json") STAGE_RESUMABLE=()
+    gsi_stage generate "$EXP_DIR/iter_$i" "$PYTHON" generate_train_data.py \
+        --original_data_path "$ORIGINAL_DATA" --pre_iter_data_path "$prev" \
+        --cur_sampled_data_path "$EXP_DIR/iter_$i/inference_data" --next_iter_data_path "$next" \
+        --include_original_data "$INCLUDE_ORIGINAL" --include_pre_iter_data "$INCLUDE_PRE_ITER" \
+        --check_result "$CHECK_RESULT" "${extra[@]}"
+}
+
+# ------------------------------------------------------------------------------------------------ teacher
+# teacher_help with TEACHER_SERVE_PATH: serve that model on TEACHER_PORT while the sampling stage runs.
+GSI_TEACHER_PID=""
+gsi_teacher_up() {
+    local log="$EXP_DIR/teacher_server.log"
+    mkdir -p "$EXP_DIR"
+    gsi_log "serving teacher $TEACHER_SERVE_PATH as '$TEACHER_MODEL' on port $TEACHER_PORT (log: $log)"
+    "$PYTHON" -m vllm.entrypoints.openai.api_server --model "$TEACHER_SERVE_PATH" \
+        --served-model-name "$TEACHER_MODEL" --port "$TEACHER_PORT" --max-model-len "$MAX_MODEL_LEN" \
+        --seed "$SEED" > "$log" 2>&1 &
+    GSI_TEACHER_PID=$!
+    trap gsi_teacher_down EXIT
+    local waited=0
+    until "$PYTHON" -c "import urllib.request as u; u.urlopen('$TEACHER_BASE_URL/models', timeout=2)" 2>/dev/null; do
+        if ! kill -0 "$GSI_TEACHER_PID" 2>/dev/null || ((waited > 600)); then
+            gsi_log "teacher server did not come up; see $log"
+            return 1
+        fi
+        sleep 2
+        waited=$((waited + 2))
+    done
+}
+gsi_teacher_down() {
+    if [[ -n "$GSI_TEACHER_PID" ]]; then
+        kill "$GSI_TEACHER_PID" 2>/dev/null || true
+        wait "$GSI_TEACHER_PID" 2>/dev/null || true
+        GSI_TEACHER_PID=""
+    fi
+}
+
+# ------------------------------------------------------------------------------------------------ main
+# The embedded default builds its synthetic world and tiny base model when they are missing.
+gsi_tiny_setup() {
+    local setup_dir="$OUTPUT_DIR/$MODEL_TAG/setup"
+    if [[ ! -f "$DATA_DIR/world_config.json" || -f "$setup_dir/stages/world.json.attempt" ]]; then
+        STAGE_INPUTS=() STAGE_OUTPUTS=("$DATA_DIR") STAGE_RESUMABLE=()
+        EXP_DIR="$setup_dir" gsi_stage world "$setup_dir" "$PYTHON" -m src.synthetic --out_dir "$DATA_DIR" \
+            --seed "$SEED"
+    fi
+    if [[ ! -f "$MODEL_PATH/tiny_config.json" || -f "$setup_dir/stages/base_model.json.attempt" ]]; then
+        STAGE_INPUTS=("$DATA_DIR/train/cot/synthetic.json") STAGE_OUTPUTS=("$MODEL_PATH") STAGE_RESUMABLE=()
+        EXP_DIR="$setup_dir" gsi_stage base_model "$setup_dir" "$PYTHON" -m src.tiny --out_dir "$MODEL_PATH" \
+            --corpus "$DATA_DIR/train/cot/synthetic.json"
+    fi
+}
+
+# One GSI run: NUM_ITERS iterations of train -> eval -> sample -> generate, each resumable stage by stage.
+gsi_main() {
+    gsi_log "experiment $EXP_DIR (strategy $STRATEGY, mode $MODE, iterations $START_ITER..$((NUM_ITERS - 1)))"
+    if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
+    if ((START_ITER == 0)); then gsi_data_stage; fi
+    local i
+    for ((i = START_ITER; i < NUM_ITERS; i++)); do
+        export ITER_DIR="$EXP_DIR/iter_$i" TRAIN_FILE
+        TRAIN_FILE="$(gsi_iter_data "$i")"
+        bash scripts/_template.sh
+        gsi_eval_stage
+        bash scripts/_template_inference.sh
+        gsi_generate_stage "$i"
+    done
+    if [[ "$DRY_RUN" != 1 ]]; then "$PYTHON" -m src.stages report "$EXP_DIR"; fi
+}

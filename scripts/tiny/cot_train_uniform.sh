@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Brute force (CoT): unguided resampling, up to 128 rounds for queries with fewer than 4 correct.
+# Embedded default: tiny Llama + synthetic world on CPU (built on first use), 4 iterations (MODE=pot: programs).
+#   bash scripts/tiny/cot_train_uniform.sh
+# Every setting is an environment variable (scripts/_common.sh); DRY_RUN=1 prints the stage commands only.
+# Rerunning after a crash or kill -9 skips the finished stages.
+set -euo pipefail
+: "${PROFILE:=tiny}" "${MODE:=cot}" "${EXP_TAG:=uniform}" "${STRATEGY:=vanilla}" "${MAX_RESAMPLE_NUM:=128}"
+# shellcheck source=scripts/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+gsi_main
