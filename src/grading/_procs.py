@@ -85,8 +85,9 @@ class LineWorker:
     def call(self, request: dict, timeout: float) -> dict:
         """Send one request and return the reply; raise TimeoutError / HelperDied after killing the helper."""
         if self.proc is None or self.proc.poll() is not None:
-            if self.proc is not None:
+            if self.proc is not None:  # it died between requests
                 self.restarts += 1
+                self.kill()
             self.start()
         assert self.proc is not None and self.proc.stdin is not None
         try:
@@ -94,6 +95,7 @@ class LineWorker:
             self.proc.stdin.flush()
             return self._read_line(time.monotonic() + timeout)
         except (TimeoutError, HelperDied, BrokenPipeError, OSError, ValueError) as err:
+            self.restarts += 1
             self.kill()  # a fresh helper for the next request: its state after a timeout is unknown
             if isinstance(err, TimeoutError):
                 raise

@@ -43,8 +43,14 @@ DEFAULT_TIMEOUT_S = 5.0  # SPEC: a program gets 5 s of wall-clock time
 DEFAULT_MEMORY_MB = 2048  # address-space limit of one program (the pre-imported libraries use ~0.5 GB of it)
 DEFAULT_OUTPUT_BYTES = 1 << 20  # captured stdout cap; a program printing more is killed
 DEFAULT_FILE_BYTES = 16 << 20  # largest file a program may write in its own directory
-PREIMPORTS = ("math", "fractions", "itertools", "functools", "collections", "decimal", "cmath", "statistics",
-              "numpy", "sympy", "scipy", "scipy.special", "scipy.optimize", "scipy.integrate", "scipy.stats")
+# Imported once per helper. Beyond what PoT programs use, the standard library modules they may import lazily:
+# after dropping to ``nobody`` a child may be unable to read an interpreter installed under /root.
+PREIMPORTS = ("math", "cmath", "fractions", "decimal", "numbers", "itertools", "functools", "operator",
+              "collections", "heapq", "bisect", "statistics", "random", "re", "string", "textwrap", "json", "csv",
+              "copy", "datetime", "calendar", "time", "array", "struct", "enum", "dataclasses", "typing", "pprint",
+              "gzip", "bz2", "lzma", "zlib", "io", "contextlib", "inspect", "traceback", "numpy", "numpy.linalg",
+              "numpy.polynomial", "numpy.random", "numpy.fft", "sympy", "scipy", "scipy.special", "scipy.optimize",
+              "scipy.integrate", "scipy.stats", "scipy.linalg", "scipy.interpolate", "mpmath")
 
 
 @dataclass

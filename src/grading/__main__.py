@@ -1,0 +1,94 @@
+"""Re-grade saved predictions and print one JSON line of totals.
+
+    python -m src.grading output/eval/gsm8k_res.json --dataset gsm8k --mode cot --field pred --out regraded.json
+    python -m src.grading data/inference/pot/gsm8k.json --dataset gsm8k --mode pot   # gold programs
+
+FILE is a JSON (or JSONL) list of items with ``answer_value`` and the graded field (``--field``, default
+``answer_cot``; ``options`` is used when present). The field may hold one string or a list of strings (e.g. an
+eval file's ``pred``): every string is graded, and an item counts as correct when its FIRST string is (the
+greedy evaluation stores exactly one). Printed: ``{"n", "correct", "accuracy", "errors", "timeouts", "seconds"}``
+where errors / timeouts count responses whose status was "error" / "timeout". ``--out`` writes the items back
+with ``pred_value`` and ``correct`` added (lists of both, ``correct_list``, for list fields).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from src.datasets import DATASETS
+from src.grading import PotExecutor, grade_batch
+from src.records import RecordError, read_json_or_jsonl, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("file", help="JSON/JSONL list of items to grade")
+    ap.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="decides the answer format")
+    ap.add_argument("--mode", default="cot", choices=["cot", "pot"], help="CoT text or PoT program")
+    ap.add_argument("--field", default="answer_cot", help="item field holding the response(s)")
+    ap.add_argument("--out", default=None, help="write the items with pred_value and correct added")
+    ap.add_argument("--workers", type=int, default=2, help="PoT sandbox processes")
+    args = ap.parse_args(argv)
+
+    try:
+        items = read_json_or_jsonl(args.file)
+    except RecordError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not isinstance(items, list):
+        print(f"error: {args.file}: expected a JSON list of items", file=sys.stderr)
+        return 2
+    flat: list[tuple[int, str, str, object]] = []  # (item index, response, gold, options)
+    for i, item in enumerate(items):
+        for key in (args.field, "answer_value"):
+            if not isinstance(item, dict) or key not in item:
+                print(f"error: {args.file}: item {i}: missing field {key!r}", file=sys.stderr)
+                return 2
+        value = item[args.field]
+        responses = value if isinstance(value, list) else [value]
+        if not all(isinstance(r, str) for r in responses):
+            print(f"error: {args.file}: item {i}: {args.field!r} must be a string or a list of strings",
+                  file=sys.stderr)
+            return 2
+        flat += [(i, r, str(item["answer_value"]), item.get("options")) for r in responses]
+
+    start = time.monotonic()
+    executor = PotExecutor(workers=args.workers) if args.mode == "pot" else None
+    try:
+        grades = grade_batch([f[1] for f in flat], [f[2] for f in flat], args.dataset, args.mode,
+                             executor=executor, options=[f[3] for f in flat])
+    finally:
+        if executor is not None:
+            executor.close()
+    seconds = time.monotonic() - start
+
+    per_item: list[list] = [[] for _ in items]
+    for (i, *_), grade in zip(flat, grades):
+        per_item[i].append(grade)
+    correct = sum(1 for g in per_item if g and g[0].correct)
+    summary = {"n": len(items), "correct": correct, "accuracy": correct / len(items) if items else 0.0,
+               "errors": sum(g.status == "error" for g in grades),
+               "timeouts": sum(g.status == "timeout" for g in grades), "seconds": round(seconds, 3)}
+    if args.out:
+        out = []
+        for item, item_grades in zip(items, per_item):
+            row = dict(item)
+            if isinstance(item[args.field], list):
+                row["pred_value"] = [g.pred_value for g in item_grades]
+                row["correct_list"] = [g.correct for g in item_grades]
+                row["correct"] = bool(item_grades) and item_grades[0].correct
+            else:
+                row["pred_value"] = item_grades[0].pred_value
+                row["correct"] = item_grades[0].correct
+            out.append(row)
+        write_json(args.out, out)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
