@@ -204,7 +204,8 @@ def _child(code: str, workdir: str, w_out: int, w_err: int, limits: dict) -> Non
     os.environ.update({"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"})
     tempfile.tempdir = workdir
     sys.stdin = open(0, encoding="utf-8", closefd=False)
-    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False)
+    # line-buffered: what a program printed before os._exit() or a kill is still captured
+    sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
     sys.stderr = open(2, "w", encoding="utf-8", errors="replace", closefd=False)
     sys.argv = ["program.py"]
     sys.addaudithook(_audit_guard(workdir))

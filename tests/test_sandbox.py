@@ -1,0 +1,164 @@
+"""The PoT sandbox pool: adversarial programs are contained, crashes are survived, print formats do not matter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+
+from src.grading import PotExecutor, grade_batch, grade_program_output
+from src.grading.extract import normalize_program_output
+from src.grading.sandbox import DEFAULT_TIMEOUT_S
+from src.records import load_records
+
+SECRET = "sk-test-0123456789-do-not-leak"
+
+
+@pytest.fixture(scope="module")
+def executor():
+    # The secret is in the caller's environment before the pool starts, as an API key would be.
+    os.environ["GSI_FAKE_API_KEY"] = SECRET
+    ex = PotExecutor(workers=2, timeout=2.0)
+    yield ex
+    ex.close()
+    os.environ.pop("GSI_FAKE_API_KEY", None)
+
+
+def test_default_wall_timeout_is_five_seconds():
+    assert DEFAULT_TIMEOUT_S == 5.0 and PotExecutor().timeout == 5.0  # helpers start lazily: nothing to close
+
+
+def test_programs_run_in_other_processes_and_results_keep_order(executor):
+    results = executor.run([f"import os\nprint({i}, os.getpid())" for i in range(20)])
+    assert [r.status for r in results] == ["ok"] * 20
+    assert [int(r.stdout.split()[0]) for r in results] == list(range(20))
+    assert all(int(r.stdout.split()[1]) != os.getpid() for r in results)
+    assert len({r.stdout.split()[1] for r in results}) == 20  # one fresh child per program
+
+
+def test_adversarial_programs_are_contained(executor, tmp_path):
+    canary = tmp_path / "canary.txt"
+    canary.write_text("keep me")
+    outside = tmp_path / "written_by_program.txt"
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    port = server.getsockname()[1]
+    programs = {
+        "infinite_loop": "while True:\n    pass",
+        "allocate_20gb": "x = bytearray(20 * 2**30)\nprint(len(x))",
+        "fork_bomb": "import os\nwhile True:\n    os.fork()",
+        "fork_unaudited": "import _posixsubprocess, os\n"
+                          "r, w = os.pipe()\n"
+                          "_posixsubprocess.fork_exec(['/bin/true'], [b'/bin/true'], True, (), None, None, -1, -1,"
+                          " -1, -1, -1, -1, r, w, True, False, 0, None, None, None, -1, None, False)\n"
+                          "print('forked')",
+        "delete_canary": f"import os\nos.remove({str(canary)!r})",
+        "overwrite_canary": f"open({str(canary)!r}, 'w').write('gone')",
+        "write_outside": f"open({str(outside)!r}, 'w').write('x')",
+        "write_outside_low_level": f"import os\nfd = os.open({str(outside)!r}, os.O_WRONLY | os.O_CREAT)\n"
+                                   "os.write(fd, b'x')",
+        "env_secret": "import os\nprint(dict(os.environ))",
+        "parent_environ": f"print(open('/proc/{os.getpid()}/environ', 'rb').read())",
+        "socket": f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\nprint('up')",
+        "ctypes_system": "import ctypes\nctypes.CDLL(None).system(b'touch /tmp/gsi_sandbox_escape')",
+        "os_exit": "import os\nprint('partial')\nos._exit(3)",
+        "huge_output": "import sys\nsys.stdout.write('x' * (100 * 2**20))",
+        "read_stdin": "print(input())",
+        "kill_helper": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+        "fine_afterwards": "import numpy as np, sympy, scipy.special\nprint(int(np.sum(np.arange(5))) + 1)",
+    }
+    start = time.monotonic()
+    results = dict(zip(programs, executor.run(list(programs.values()))))
+    elapsed = time.monotonic() - start
+    server_got_connection = True
+    try:
+        server.accept()
+    except BlockingIOError:
+        server_got_connection = False
+    finally:
+        server.close()
+
+    assert elapsed < 30, elapsed
+    assert results["infinite_loop"].status == "timeout"
+    assert results["allocate_20gb"].status == "error" and "MemoryError" in results["allocate_20gb"].stderr
+    assert results["fork_bomb"].status == "error" and results["fork_bomb"].seconds < 2
+    assert results["fork_unaudited"].status == "error" and "forked" not in results["fork_unaudited"].stdout
+    for name in ("delete_canary", "overwrite_canary", "write_outside", "write_outside_low_level"):
+        assert results[name].status == "error", name
+    assert canary.read_text() == "keep me"
+    assert not outside.exists()
+    assert not os.path.exists("/tmp/gsi_sandbox_escape")
+    assert results["env_secret"].status == "ok" and SECRET not in results["env_secret"].stdout
+    assert "GSI_FAKE_API_KEY" not in results["env_secret"].stdout
+    assert SECRET not in results["parent_environ"].stdout and results["parent_environ"].status == "error"
+    assert results["socket"].status == "error" and "up" not in results["socket"].stdout
+    assert not server_got_connection
+    assert results["ctypes_system"].status == "error"
+    assert results["os_exit"].status == "error" and results["os_exit"].stdout == "partial\n"
+    assert results["huge_output"].status == "error" and len(results["huge_output"].stdout) <= 2**20
+    assert results["read_stdin"].status == "error" and "EOFError" in results["read_stdin"].stderr
+    assert results["kill_helper"].status == "error"
+    assert results["fine_afterwards"].status == "ok" and results["fine_afterwards"].stdout.strip() == "11"
+
+
+def test_a_dead_helper_is_replaced(executor):
+    assert [r.status for r in executor.run(["print(1)", "print(2)"])] == ["ok", "ok"]
+    before = executor.restarts
+    victim = executor.helpers[0].proc
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    results = executor.run([f"print({i})" for i in range(6)])
+    assert [r.stdout.strip() for r in results] == [str(i) for i in range(6)]
+    assert executor.restarts == before + 1
+
+
+@pytest.mark.parametrize("printed,expected", [
+    ("[np.float64(18.0)]", "[18.0]"),
+    ("np.float64(18.000000000001)", "18.0"),
+    ("0.30000000000000004", "0.3"),
+    ("(np.int64(3), np.float64(2.5))", "(3, 2.5)"),
+    ("Fraction(3, 4)", "3/4"),
+    ("debug line\n42\n\n", "42"),
+])
+def test_program_output_normalisation(printed, expected):
+    assert normalize_program_output(printed) == expected
+
+
+def test_pot_grades_do_not_depend_on_print_formats(executor):
+    cases = [  # (program, gold, dataset)
+        ("import numpy as np\nprint([np.float64(18.0)])", "18", "gsm8k"),
+        ("import numpy as np\nprint(np.float64(6) * 3)", "18", "gsm8k"),
+        ("print(0.1 * 3 * 60)", "18", "gsm8k"),
+        ("print(18.000000000001)", "18", "svamp"),
+        ("import numpy as np\nprint(np.int64(1000))", "1,000", "gsm8k"),
+        ("from fractions import Fraction\nprint(Fraction(3, 4))", "\\frac{3}{4}", "math"),
+        ("import sympy\nprint(sympy.sqrt(8))", "2\\sqrt{2}", "math"),
+        ("import numpy as np\nprint((np.float64(1.5), np.float64(2.0)))", "[1.5, 2]", "theoremqa"),
+        ("print(True)", "True", "theoremqa"),
+        ("import scipy.special\nprint(scipy.special.comb(10, 3))", "120", "gsm8k"),
+    ]
+    runs = executor.run([c[0] for c in cases])
+    assert [r.status for r in runs] == ["ok"] * len(cases)
+    graded = [grade_program_output(run, gold, ds) for run, (_, gold, ds) in zip(runs, cases)]
+    assert [g.correct for g in graded] == [True] * len(cases), graded
+    wrong = grade_batch(["print(12)", "print(18.01)"], ["120", "18"], "gsm8k", mode="pot", executor=executor)
+    assert [g.correct for g in wrong] == [False, False]
+
+
+def test_timeouts_and_errors_are_reported(executor):
+    results = grade_batch(["while True: pass", "print(1/0)", "x = 1"], ["1", "1", "1"], "gsm8k", mode="pot",
+                          executor=executor)
+    assert [r.status for r in results] == ["timeout", "error", "no_answer"]
+    assert not any(r.correct for r in results)
+
+
+def test_synthetic_gold_programs_grade_correct(executor, synthetic_dir):
+    records = load_records(synthetic_dir / "inference" / "pot" / "synthetic.json")
+    results = grade_batch([r["answer_cot"] for r in records], [r["answer_value"] for r in records], "synthetic",
+                          mode="pot", executor=executor)
+    assert all(r.correct for r in results), [r for r in results if not r.correct]
