@@ -229,6 +229,12 @@ def get_checker() -> SympyChecker:
 
 
 @lru_cache(maxsize=65536)
-def symbolic_equal(pred: str, gold: str) -> bool | None:
-    """Symbolic equivalence of two normalised LaTeX answers (None: timed out or could not be decided)."""
-    return get_checker().equal(pred, gold)
+def symbolic_compare(pred: str, gold: str) -> tuple[bool, str]:
+    """Symbolic equivalence of two normalised LaTeX answers as ``(equal, status)``; status "timeout" when the
+    bounded helper ran out of time (graded as not equal), "ok" otherwise (undecidable also counts as not equal)."""
+    checker = get_checker()
+    before = checker.timeouts
+    verdict = checker.equal(pred, gold)
+    if verdict is None:
+        return False, "timeout" if checker.timeouts > before else "ok"
+    return verdict, "ok"

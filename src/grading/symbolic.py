@@ -282,7 +282,32 @@ def equal(pred: str, gold: str) -> bool:
                 return False
             remaining.pop(match)
         return True
+    ep, eg = _split_top(p, "="), _split_top(g, "=")
+    if len(ep) == 2 and len(eg) == 2:  # equations: the same up to a non-zero factor ("x+y=1" == "2x+2y=2")
+        a = _to_expr(ep[0]) - _to_expr(ep[1])
+        b = _to_expr(eg[0]) - _to_expr(eg[1])
+        return _proportional(a, b)
+    if len(ep) > 1 or len(eg) > 1:
+        return False
     return _equal_expr(_to_expr(p), _to_expr(g))
+
+
+def _proportional(a: sympy.Basic, b: sympy.Basic) -> bool:
+    """``a == c * b`` for one constant ``c != 0`` (checked at random points, like :func:`_equal_expr`)."""
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        return _close(_value(a), 0) and _close(_value(b), 0)
+    rng = random.Random(1)
+    ratios = []
+    for _ in range(3):
+        point = {sym: sympy.Rational(rng.randint(11, 97), rng.randint(7, 13)) for sym in symbols}
+        va, vb = _value(a, point), _value(b, point)
+        if _close(vb, 0):
+            if not _close(va, 0):
+                return False
+            continue
+        ratios.append(va / vb)
+    return bool(ratios) and not _close(ratios[0], 0) and all(_close(r, ratios[0]) for r in ratios)
 
 
 def handle(request: dict, proto_fds: tuple[int, int] | None = None) -> dict:
