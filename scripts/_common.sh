@@ -35,6 +35,9 @@ fi
 case "$PROFILE" in
     llama3)  # SPEC.md: Llama-3-8B on 8 GPUs, DeepSpeed ZeRO-2, global batch 64
         : "${MODEL_PATH:=models/Meta-Llama-3-8B}" "${MODEL_NAME:=llama3-8b}"
+        # teacher_help: start the teacher yourself, e.g. python -m vllm.entrypoints.openai.api_server
+        #   --model meta-llama/Meta-Llama-3-70B-Instruct --tensor-parallel-size 8 --port 8000 (another node)
+        : "${TEACHER_MODEL:=meta-llama/Meta-Llama-3-70B-Instruct}"
         ;;
     tiny)  # 1M-parameter Llama + synthetic world on 2 CPU cores (DeepSpeed ZeRO-2, 2 processes, gloo)
         : "${MODEL_PATH:=output/tiny/base_model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=data/synthetic}"
@@ -133,11 +136,16 @@ gsi_stage() {
 }
 
 # The data files of a space-separated list of data set names (file names come from src/datasets.py).
-gsi_files() {  # gsi_files test|pool NAMES  -> one path per line, or exit (unknown name)
-    local out
-    # shellcheck disable=SC2086
-    out="$("$PYTHON" -m src.stages files "$1" --data_dir "$DATA_DIR" --mode "$MODE" $2)" || exit 2
-    printf '%s\n' "$out"
+# gsi_lookup test|pool NAMES: sets GSI_FILES_test / GSI_FILES_pool (one path per line; file names come from
+# src/datasets.py), once per script run: the values are exported to the stage templates. Unknown name: exit.
+gsi_lookup() {
+    local var="GSI_FILES_$1" listing
+    if [[ -z "${!var:-}" ]]; then
+        # shellcheck disable=SC2086
+        listing="$("$PYTHON" -m src.stages files "$1" --data_dir "$DATA_DIR" --mode "$MODE" $2)" || exit 2
+        printf -v "$var" '%s' "$listing"
+        export "${var?}"
+    fi
 }
 
 gsi_inference_script() {
@@ -174,11 +182,10 @@ gsi_train_stage() {
 
 gsi_eval_stage() {
     : "${ITER_DIR:?}"
-    local listing
     local -a names files
     read -r -a names <<< "$EVAL_DATASETS"
-    listing="$(gsi_files test "$EVAL_DATASETS")"
-    mapfile -t files <<< "$listing"
+    gsi_lookup test "$EVAL_DATASETS"
+    mapfile -t files <<< "$GSI_FILES_test"
     STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/eval_data") STAGE_RESUMABLE=()
     gsi_stage eval "$ITER_DIR" "$PYTHON" eval.py --model_name_or_path "$ITER_DIR/model" \
         --results_path "$ITER_DIR/eval_data" --dataset_name "${names[@]}" --eval_data_file "${files[@]}" \
@@ -191,11 +198,10 @@ gsi_sample_stage() {
     : "${ITER_DIR:?}"
     local script
     script="$(gsi_inference_script)"
-    local listing
     local -a names files teacher=()
     read -r -a names <<< "$TRAIN_DATASETS"
-    listing="$(gsi_files pool "$TRAIN_DATASETS")"
-    mapfile -t files <<< "$listing"
+    gsi_lookup pool "$TRAIN_DATASETS"
+    mapfile -t files <<< "$GSI_FILES_pool"
     if [[ "$STRATEGY" == teacher_help ]]; then
         teacher=(--teacher_model "${TEACHER_MODEL:?teacher_help needs TEACHER_MODEL}"
                  --teacher_base_url "$TEACHER_BASE_URL")
@@ -283,6 +289,8 @@ gsi_tiny_setup() {
 gsi_main() {
     gsi_log "experiment $EXP_DIR (strategy $STRATEGY, mode $MODE, iterations $START_ITER..$((NUM_ITERS - 1)))"
     if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
+    gsi_lookup test "$EVAL_DATASETS"
+    gsi_lookup pool "$TRAIN_DATASETS"
     if ((START_ITER == 0)); then gsi_data_stage; fi
     local i
     for ((i = START_ITER; i < NUM_ITERS; i++)); do

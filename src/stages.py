@@ -309,7 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         from src.datasets import get_dataset
 
         for name in args.datasets:
-            spec = get_dataset(name)
+            try:
+                spec = get_dataset(name)
+            except ValueError as err:
+                print(f"[stages] error: {err}", file=sys.stderr)
+                return 2
             print(spec.test_file(args.data_dir) if args.kind == "test" else spec.pool_file(args.mode, args.data_dir))
         return 0
     rows = report(args.exp_dir)

@@ -1,0 +1,206 @@
+"""The shell scripts: syntax, the paper's settings and layout of the Llama-3 scripts, their commands accepted by the
+real command-line parsers, and the Llama-3 script's data, eval, sampling and generate commands actually run with
+the tiny model and synthetic data substituted through environment variables (a typo in a cluster script fails
+here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from transformers import HfArgumentParser
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+TAGS = ("iter_original", "uniform", "answer_driven", "rationale_driven", "teacher_help", "state_reset")
+LLAMA3 = [SCRIPTS / "llama3" / f"{mode}_train_{tag}.sh" for mode in ("cot", "pot") for tag in TAGS]
+TINY = [SCRIPTS / "tiny" / f"cot_train_{tag}.sh" for tag in TAGS]
+ALL = sorted(SCRIPTS.glob("*.sh")) + sorted(SCRIPTS.glob("*/*.sh"))
+
+
+def test_the_original_script_names_exist_and_nothing_else():
+    assert sorted(SCRIPTS.glob("llama3/*.sh")) == sorted(LLAMA3)
+    assert sorted(SCRIPTS.glob("tiny/*.sh")) == sorted(TINY)
+    assert {p.name for p in SCRIPTS.glob("*.sh")} == {"_common.sh", "_template.sh", "_template_inference.sh"}
+
+
+@pytest.mark.parametrize("script", ALL, ids=lambda p: str(p.relative_to(SCRIPTS)))
+def test_bash_syntax(script):
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    if script.name != "_common.sh":
+        assert "set -euo pipefail" in script.read_text()
+
+
+def _code_lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_iteration_scripts_differ_only_in_their_settings_line():
+    shapes = set()
+    for script in LLAMA3 + TINY:
+        lines = _code_lines(script)
+        settings = [line for line in lines if line.startswith(': "${PROFILE:=')]
+        assert len(settings) == 1, script
+        shapes.add(tuple(line for line in lines if line not in settings))
+    assert len(shapes) == 1, "iteration scripts must share everything but their settings"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def dry_run(script: Path, **env: str) -> list[tuple[str, list[str]]]:
+    """(stage, argv) of every stage the script would run, in order."""
+    proc = subprocess.run(["bash", str(script)], env={**os.environ, "DRY_RUN": "1", **env}, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    stages = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("[dry-run] "):
+            name, command = line[len("[dry-run] "):].split(":", 1)
+            stages.append((name, shlex.split(command)))
+    return stages
+
+
+def flags(argv: list[str], flag: str) -> list[str]:
+    """The values after ``flag`` up to the next flag."""
+    i = argv.index(flag)
+    out = []
+    for value in argv[i + 1:]:
+        if value.startswith("--"):
+            break
+        out.append(value)
+    return out
+
+
+def parse(argv: list[str]):
+    """Parse a stage's arguments with the real parser of the program it runs (unknown flags fail)."""
+    from src.engine import EngineConfig
+    from src.evaluation import EvalConfig
+    from src.filtering import GenerateConfig
+    from src.sampling.cli import DataArguments
+    from src.sampling.loop import SamplingConfig
+    from src.sampling.teacher import TeacherConfig
+    from src.training import TrainConfig
+
+    program = next(Path(a).name for a in argv if a.endswith(".py"))
+    args = argv[[Path(a).name for a in argv].index(program) + 1:]
+    if program == "train.py":
+        types = [TrainConfig]
+    elif program == "eval.py":
+        types = [EvalConfig]
+    elif program == "generate_train_data.py":
+        types = [GenerateConfig]
+    else:
+        types = [DataArguments, SamplingConfig, EngineConfig]
+        if program == "inference_teacher_help.py":
+            types.append(TeacherConfig)
+    return program, HfArgumentParser(types).parse_args_into_dataclasses(args=args)
+
+
+MAX_RESAMPLE = {"iter_original": 0, "answer_driven": 8, "rationale_driven": 8, "teacher_help": 8, "state_reset": 8}
+SCRIPT_OF = {"iter_original": "inference.py", "uniform": "inference.py"}
+
+
+@pytest.mark.parametrize("script", LLAMA3, ids=lambda p: p.name)
+def test_llama3_scripts_use_the_papers_settings_and_layout(script, tmp_path):
+    mode, tag = script.stem.split("_train_")
+    max_resample = MAX_RESAMPLE.get(tag, 128 if mode == "cot" else 32)
+    stages = dry_run(script, MODEL_PATH="/models/Meta-Llama-3-8B", OUTPUT_DIR=str(tmp_path), DATA_DIR="data")
+    exp = tmp_path / f"llama3-8b_{mode}" / f"{tag}_sample_8_correct_4_max_{max_resample}_orig_false_preiter_false"
+    assert [s for s, _ in stages] == ["data"] + ["train", "eval", "sample", "generate"] * 4  # 4 iterations
+    assert stages[0][1][1:] == [f"data/train/{mode}/mathinstruct.json", str(exp / "iter_data" / "train_iter_0.json")]
+    for i in range(4):
+        train, ev, sample, gen = (argv for _, argv in stages[1 + 4 * i: 5 + 4 * i])
+        it = exp / f"iter_{i}"
+        assert train[1:4] == ["launch", "--config_file", "default_config_deepspeed_ga2.yaml"]
+        _, (tcfg,) = parse(train)
+        # every iteration retrains from the base model on that iteration's data (SPEC.md)
+        assert tcfg.model_name_or_path == "/models/Meta-Llama-3-8B" and tcfg.model_dir == str(it)
+        assert tcfg.train_file == str(exp / "iter_data" / f"train_iter_{i}.json")
+        assert (tcfg.batch_size, tcfg.learning_rate, tcfg.n_epochs, tcfg.max_input_length, tcfg.seed) == \
+            (4, 1e-5, 1, 1024, 42)
+        _, (ecfg,) = parse(ev)
+        assert ecfg.model_name_or_path == str(it / "model") and ecfg.results_path == str(it / "eval_data")
+        assert ecfg.dataset_name == ["gsm8k", "math", "aqua", "mathqa", "svamp", "theoremqa"]
+        assert ecfg.eval_data_file == [f"data/test/{n}.json" for n in
+                                       ("gsm8k", "math", "aqua_rat", "mathqa", "svamp", "theoremqa")]
+        assert (ecfg.temperature, ecfg.mode, ecfg.device_num, ecfg.max_length) == (0, mode, 8, 1024)
+        program, (data, scfg, engine, *teacher) = parse(sample)
+        assert program == SCRIPT_OF.get(tag, f"inference_{tag}.py")
+        assert data.dataset_name == ["gsm8k", "math", "aqua"] and data.results_path == str(it / "inference_data")
+        assert data.inference_data_file == [f"data/inference/{mode}/{n}.json" for n in ("gsm8k", "math", "aqua_rat")]
+        assert (scfg.sample_num, scfg.min_correct_num, scfg.max_resample_num, scfg.temperature,
+                scfg.max_new_tokens, scfg.mode) == (8, 4, max_resample, 0.7, 1024, mode)
+        assert engine.model_name_or_path == str(it / "model") and engine.device_num == 8
+        assert bool(teacher) == (tag == "teacher_help")
+        _, (gcfg,) = parse(gen)
+        assert gcfg.cur_sampled_data_path == [str(it / "inference_data")]
+        assert gcfg.next_iter_data_path == str(exp / "iter_data" / f"train_iter_{i + 1}.json")
+        assert (gcfg.include_original_data, gcfg.include_pre_iter_data) == (False, False)
+
+
+@pytest.mark.parametrize("script", TINY, ids=lambda p: p.name)
+def test_tiny_scripts_build_the_embedded_default_and_parse(script, tmp_path):
+    stages = dry_run(script, OUTPUT_DIR=str(tmp_path), DATA_DIR=str(tmp_path / "world"),
+                     MODEL_PATH=str(tmp_path / "base"))
+    assert [s for s, _ in stages] == ["world", "base_model", "data"] + ["train", "eval", "sample", "generate"] * 4
+    assert stages[0][1][1:4] == ["-m", "src.synthetic", "--out_dir"]
+    assert stages[1][1][1:4] == ["-m", "src.tiny", "--out_dir"]
+    train = stages[3][1]
+    assert train[1:4] == ["launch", "--config_file", "configs/accelerate_cpu_zero2_2proc.yaml"]
+    assert (REPO / train[3]).is_file()
+    for _, argv in stages[3:]:
+        parse(argv)
+    _, (gcfg,) = parse(stages[6][1])
+    assert gcfg.check_result  # the embedded default keeps only samples whose chain holds
+
+
+def test_override_of_every_setting_reaches_the_commands(tmp_path):
+    stages = dry_run(LLAMA3[-1], MODEL_PATH="/m/base", OUTPUT_DIR=str(tmp_path), NUM_ITERS="1", SAMPLE_NUM="3",
+                     MIN_CORRECT_NUM="2", MAX_RESAMPLE_NUM="5", TEMPERATURE="0.9", INCLUDE_ORIGINAL="true",
+                     INCLUDE_PRE_ITER="true", CHECK_RESULT="true", MAX_PER_QUESTION="4", LEARNING_RATE="2e-5",
+                     EXP_NAME="custom", MODEL_NAME="m")
+    argv = dict(stages)
+    assert flags(argv["sample"], "--sample_num") == ["3"] and flags(argv["sample"], "--temperature") == ["0.9"]
+    assert flags(argv["sample"], "--max_resample_num") == ["5"]
+    assert flags(argv["train"], "--learning_rate") == ["2e-5"]
+    _, (gcfg,) = parse(argv["generate"])
+    assert gcfg.include_original_data and gcfg.include_pre_iter_data and gcfg.check_result
+    assert gcfg.max_per_question == 4
+    assert gcfg.next_iter_data_path == str(tmp_path / "m_pot" / "custom" / "iter_data" / "train_iter_1.json")
+
+
+def test_llama3_commands_run_with_the_tiny_model_and_synthetic_data(tmp_path, synthetic_dir,
+                                                                    trained_tiny_model_dir):
+    """The cluster script's own data, eval, sampling and generate commands, run for real on this machine."""
+    env = {"MODEL_PATH": str(trained_tiny_model_dir), "DATA_DIR": str(synthetic_dir), "OUTPUT_DIR": str(tmp_path),
+           "NUM_ITERS": "1", "TRAIN_DATASETS": "synthetic", "EVAL_DATASETS": "synthetic synthetic_heldout",
+           "ORIGINAL_DATA": str(synthetic_dir / "train" / "cot" / "synthetic.json"), "DATA_NAME": "synthetic",
+           "DEVICE_NUM": "1", "MAX_MODEL_LEN": "1024", "MAX_LENGTH": "96", "SAMPLE_NUM": "2",
+           "MAX_RESAMPLE_NUM": "1", "CHECK_RESULT": "true", "SEED": "0"}
+    stages = dict(dry_run(SCRIPTS / "llama3" / "cot_train_state_reset.sh", **env))
+    exp = tmp_path / "llama3-8b_cot" / "state_reset_sample_2_correct_4_max_1_orig_false_preiter_false_check"
+    it = exp / "iter_0"
+
+    def run(stage: str) -> None:
+        proc = subprocess.run(stages[stage], cwd=REPO, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert proc.returncode == 0, f"{stage}: {proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+
+    run("data")
+    assert (exp / "iter_data" / "synthetic_iter_0.json").read_bytes() == Path(env["ORIGINAL_DATA"]).read_bytes()
+    shutil.copytree(trained_tiny_model_dir, it / "model")  # stands in for the train stage's output
+    run("eval")
+    metrics = json.loads((it / "eval_data" / "metrics.json").read_text())
+    assert {n: m["n"] for n, m in metrics["datasets"].items()} == {"synthetic": 60, "synthetic_heldout": 60}
+    run("sample")
+    stats = json.loads((it / "inference_data" / "sampling_stats.json").read_text())
+    assert stats["strategy"] == "state_reset" and stats["n_queries"] == 60
+    run("generate")
+    data = json.loads((exp / "iter_data" / "synthetic_iter_1.json").read_text())
+    counts = json.loads((exp / "iter_data" / "synthetic_iter_1.counts.json").read_text())
+    assert counts["total"]["kept"] == len(data) > 0
