@@ -284,8 +284,9 @@ def test_checker_deadline_kills_and_replaces_the_helper():
     try:
         assert checker.equal("\\frac{1}{2}", "0.5") is True
         first_pid = checker.worker.proc.pid
-        checker.timeout = 1e-4  # no reply can arrive this fast (a sympy parse alone takes longer)
-        assert checker.equal("\\sqrt{8}", "2\\sqrt{2}") is None
+        checker.timeout = 0.05
+        long_sum = "+".join(f"\\sqrt{{{i}}}" for i in range(2, 10000))  # parsing alone takes over a second
+        assert checker.equal(long_sum, long_sum + "+1") is None
         assert checker.timeouts == 1 and checker.worker.proc is None  # killed, not left running
         checker.timeout = 30
         assert checker.equal("\\sqrt{8}", "2\\sqrt{2}") is True

@@ -162,3 +162,19 @@ def test_synthetic_gold_programs_grade_correct(executor, synthetic_dir):
     results = grade_batch([r["answer_cot"] for r in records], [r["answer_value"] for r in records], "synthetic",
                           mode="pot", executor=executor)
     assert all(r.correct for r in results), [r for r in results if not r.correct]
+
+
+def test_benchmark_prints_its_summary_line_last():
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    proc = subprocess.run([sys.executable, "benchmarks/grading.py", "--n_pool", "40", "--n_process", "6",
+                           "--n_cot", "200"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"pot_pool_per_s", "pot_per_process_per_s", "ratio", "cot_per_s"} <= set(summary)
+    assert summary["pool_correct"] == "40/40" and summary["per_process_correct"] == "6/6"
+    assert summary["ratio"] > 2  # even a short run shows the warm pool well ahead of a process per program
