@@ -4,14 +4,14 @@
         --inputs EXP/iter_0/model data/test/gsm8k.json --outputs EXP/iter_0/eval_data -- python eval.py ...
     python -m src.stages report EXP            # where the time of every iteration went
 
-``run`` skips the stage when its marker exists, every input still has the recorded sha256 and every output still
-exists with the recorded sha256. Otherwise it deletes the outputs (a half-written folder of a killed run never
-mixes with the new one: the original scripts appended to result files, so retries duplicated records), runs the
-command (output to the terminal and the log), and on success writes the marker atomically: inputs and outputs
-with their sha256, wall seconds and, for vLLM stages, the engine start-up seconds read from the outputs
-(``metrics.json``/``sampling_stats.json``). A stage killed before its marker is written is simply redone, and
-because every later stage lists the earlier outputs as inputs, a redone stage whose outputs changed makes the
-later stages run again too.
+``run`` skips the stage when its marker exists, the command (settings) is the same, every input still has the
+recorded sha256 and every output still exists with the recorded sha256. Otherwise it deletes the outputs (a
+half-written folder of a killed run never mixes with the new one: the original scripts appended to result files,
+so retries duplicated records), runs the command (output to the terminal and the log), and on success writes the
+marker atomically: inputs and outputs with their sha256, wall seconds and, for vLLM stages, the engine start-up
+seconds read from the outputs (``metrics.json``/``sampling_stats.json``). A stage killed before its marker is
+written is simply redone, and because every later stage lists the earlier outputs as inputs, a redone stage whose
+outputs changed makes the later stages run again too.
 
 ``--resumable`` paths (the trainer's checkpoints) survive a rerun when the interrupted attempt consumed the same
 inputs, so a long training job continues where it stopped; with other inputs they are deleted too.
@@ -122,12 +122,28 @@ def load_marker(marker: str | Path) -> StageRecord | None:
         return None  # a marker we cannot read proves nothing: redo the stage
 
 
-def why_not_done(marker: str | Path, inputs: list[str], outputs: list[str],
-                 root: str | Path | None = None) -> str | None:
-    """None when the stage finished with these inputs and its outputs are intact, else the reason to run it."""
+def normalize_command(command: list[str], root: str | Path | None) -> list[str]:
+    """The command as a marker records it: the experiment folder written as ``{root}`` (copies stay valid)."""
+    if root is None:
+        return list(command)
+    spellings = sorted({str(root), os.path.abspath(root)}, key=len, reverse=True)
+    out = []
+    for arg in command:
+        for spelling in spellings:
+            arg = arg.replace(spelling, "{root}")
+        out.append(arg)
+    return out
+
+
+def why_not_done(marker: str | Path, inputs: list[str], outputs: list[str], root: str | Path | None = None,
+                 command: list[str] | None = None) -> str | None:
+    """None when the stage finished with these inputs (and ``command``, when given) and its outputs are intact,
+    else the reason to run it."""
     record = load_marker(marker)
     if record is None:
         return "no completion marker"
+    if command is not None and record.command != normalize_command(command, root):
+        return "the stage's command (settings) changed since it ran"
     if sorted(record.consumed) != sorted(path_key(p, root) for p in inputs) or \
             sorted(record.produced) != sorted(path_key(p, root) for p in outputs):
         return "the stage's list of inputs or outputs changed since it ran"
@@ -190,7 +206,7 @@ def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[s
     ``root``: the experiment folder; paths inside it are recorded relative to it.
     """
     marker, log = Path(marker), Path(log)
-    reason = why_not_done(marker, inputs, outputs, root)
+    reason = why_not_done(marker, inputs, outputs, root, command)
     if reason is None:
         record = load_marker(marker)
         assert record is not None
@@ -222,7 +238,8 @@ def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[s
     absent = [p for p in outputs if not Path(p).exists()]
     if absent:
         raise StageFailed(stage, 0, log, f"exited 0 but did not produce {absent[0]}")
-    record = StageRecord(stage=stage, command=command, consumed=consumed, produced=hashes(outputs, root),
+    record = StageRecord(stage=stage, command=normalize_command(command, root), consumed=consumed,
+                         produced=hashes(outputs, root),
                          wall_seconds=round(time.perf_counter() - start, 3),
                          engine_start_seconds=engine_start_seconds(outputs), attempts=attempt,
                          started_at=started_at, finished_at=_now())
@@ -277,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--retries", type=int, default=int(os.environ.get("STAGE_RETRIES", "0")),
                    help="reruns after a failure (env STAGE_RETRIES)")
     r.add_argument("--root", help="experiment folder: paths inside it are recorded relative to it")
-    d = sub.add_parser("done", help="exit 0 when the stage is done, 1 (and why) otherwise")
+    d = sub.add_parser("done", help="exit 0 when the stage is done, 1 (and why) otherwise (command after --)")
     d.add_argument("--marker", required=True)
     d.add_argument("--root")
     d.add_argument("--inputs", nargs="*", default=[])
@@ -302,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
             return getattr(err, "rc", 1)
         return 0
     if args.cmd == "done":
-        why = why_not_done(args.marker, args.inputs, args.outputs, args.root)
+        why = why_not_done(args.marker, args.inputs, args.outputs, args.root, command or None)
         print("done" if why is None else why)
         return 0 if why is None else 1
     if args.cmd == "files":
