@@ -89,6 +89,7 @@ def test_math_boxed_answer_without_trigger_line(shared_data):
 
 AQUA_OPTIONS = ["A)35", "B)25", "C)40", "D)50", "E)60"]
 MATHQA_OPTIONS = "a ) 38 , b ) 27.675 , c ) 30 , d ) data inadequate , e ) none of these"
+MATHQA_LIST_TEXT = "['a ) (a + b)(a - b)', 'b ) 20 % loss', 'c ) 20 % profit', 'd ) b', 'e ) 9 years']"
 
 MUST_BE_EQUAL = [
     ("1,000", "1000", "gsm8k", None),
@@ -134,6 +135,10 @@ MUST_BE_EQUAL = [
     ("c )", "c", "mathqa", None),
     ("(a)", "a", "mathqa", None),
     ("27.675", "b", "mathqa", MATHQA_OPTIONS),
+    ("(a + b)(a - b)", "a", "mathqa", MATHQA_LIST_TEXT),
+    ("20 % loss", "b", "mathqa", MATHQA_LIST_TEXT),
+    ("9 years.", "e", "mathqa", MATHQA_LIST_TEXT),
+    ("b", "b", "mathqa", MATHQA_LIST_TEXT),
     ("True", "True", "theoremqa", None),
     ("yes", "True", "theoremqa", None),
     ("False.", "False", "theoremqa", None),
@@ -182,6 +187,9 @@ MUST_BE_DIFFERENT = [
     ("25", "E", "aqua", AQUA_OPTIONS),
     ("b", "a", "mathqa", None),
     ("a ) 38 , b ) 27.675", "a", "mathqa", None),
+    ("20 % profit", "b", "mathqa", MATHQA_LIST_TEXT),
+    ("20", "b", "mathqa", MATHQA_LIST_TEXT),  # 20 % loss or 20 % profit: ambiguous
+    ("B", "d", "mathqa", MATHQA_LIST_TEXT),  # the letter B, not option d's text "b"
     ("True", "False", "theoremqa", None),
     ("no", "True", "theoremqa", None),
     ("[3, 5]", "[5, 3]", "theoremqa", None),

@@ -8,6 +8,7 @@ response. PoT: the last non-empty line the program printed, with library print f
 
 from __future__ import annotations
 
+import ast
 import re
 
 TRIGGER_RE = re.compile(r"the answer is", re.IGNORECASE)
@@ -103,6 +104,11 @@ def parse_options(options: list | str | dict | None) -> dict[str, str]:
         return {}
     if isinstance(options, dict):
         return {str(k).upper(): str(v) for k, v in options.items()}
+    if isinstance(options, str) and options.lstrip().startswith("["):
+        try:  # a list stored as its Python text: "['a ) 2 : 3', 'b ) 4 : 5']"
+            options = ast.literal_eval(options)
+        except (ValueError, SyntaxError):
+            options = options.strip().strip("[]")
     if isinstance(options, str):
         parts = re.split(r"(?:^|,)\s*([a-eA-E])\s*\)\s*", options)
         return {parts[i].upper(): parts[i + 1].strip().rstrip(",").strip() for i in range(1, len(parts) - 1, 2)}
@@ -195,20 +201,26 @@ def _value_with_unit(text: str):
     return value
 
 
-def _match_option_text(seg: str, options: dict[str, str]) -> str | None:
-    """The letter whose option text is the answer (number or normalised text), if exactly one matches."""
-    from src.grading.compare import clean_number_text, numbers_equal
+def _option_key(text: str) -> str:
+    return re.sub(r"\s+", "", text).lower().rstrip(".")
 
+
+def _match_option_text(seg: str, options: dict[str, str]) -> str | None:
+    """The letter whose option text is the answer: the same text, or else the same number (with at most a
+    short unit word: "40 inches" names option "40"), when exactly one option matches."""
+    from src.grading.compare import numbers_equal
+
+    if not seg:
+        return None
+    same_text = [letter for letter, text in options.items() if text and _option_key(text) == _option_key(seg)]
+    if same_text:
+        return same_text[0] if len(same_text) == 1 else None
     seg = seg.rsplit("=", 1)[-1].strip() if "=" in seg else seg  # "119 - 31 = 88": the result
     value = _value_with_unit(seg)
-    hits = []
-    for letter, text in options.items():
-        opt_value = _value_with_unit(text)
-        if value is not None and opt_value is not None:
-            if numbers_equal(value, opt_value):
-                hits.append(letter)
-        elif clean_number_text(text).lower() == clean_number_text(seg).lower() and text:
-            hits.append(letter)
+    if value is None:
+        return None
+    hits = [letter for letter, text in options.items()
+            if (opt := _value_with_unit(text)) is not None and numbers_equal(value, opt)]
     return hits[0] if len(hits) == 1 else None
 
 
@@ -224,11 +236,16 @@ def extract_choice(response: str, options: list | str | None = None, from_progra
     if boxed is not None:
         seg = boxed
     parsed = parse_options(options)
-    if parsed:
-        by_text = _match_option_text(seg.strip().rstrip(".").strip(), parsed)
-        if by_text is not None and not choice_letters(seg):
-            return by_text
+    seg_text = seg.strip().rstrip(".").strip()
+    bare_letter = re.fullmatch(r"\(?\s*[A-Ea-e]\s*\)?", seg_text) is not None  # "B" names option B, not "b"
+    exact = [k for k, text in parsed.items() if text and _option_key(text) == _option_key(seg_text)]
+    if len(exact) == 1 and not bare_letter:  # "(a + b)(a - b)" is an option's text, not options a and b
+        return exact[0]
     letters = choice_letters(seg)
+    if parsed and not letters:
+        by_text = _match_option_text(seg_text, parsed)
+        if by_text is not None:
+            return by_text
     if not letters and not from_program:  # "The answer is 8C3 = 56.\nD": the letter follows on a later line
         after = response[list(TRIGGER_RE.finditer(response))[-1].end():] if TRIGGER_RE.search(response) else ""
         return fallback_choice(after, parsed)
