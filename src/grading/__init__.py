@@ -49,11 +49,13 @@ from src.grading.extract import (
     extract_theoremqa,
     first_number,
     normalize_program_output,
+    options_from_question,
 )
 from src.grading.sandbox import PotExecutor, ProgramResult
 
 __all__ = ["GradeResult", "grade_response", "grade_batch", "PotExecutor", "ProgramResult", "extract_answer",
-           "answers_equal", "grade_program_output"]
+           "answers_equal", "grade_program_output",
+           "options_from_question"]
 
 
 @dataclass

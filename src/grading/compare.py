@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import math
+import os
 import re
 import threading
 from fractions import Fraction
@@ -215,15 +216,18 @@ class SympyChecker:
 
 
 _checker: SympyChecker | None = None
+_checker_pid = 0
 _checker_lock = threading.Lock()
 
 
 def get_checker() -> SympyChecker:
     """The process-wide symbolic checker (started on first use, stopped at exit)."""
-    global _checker
+    global _checker, _checker_pid
     with _checker_lock:
-        if _checker is None:
+        # A forked child (a data loader, an engine worker) must not share its parent's helper pipes.
+        if _checker is None or _checker_pid != os.getpid():
             _checker = SympyChecker()
+            _checker_pid = os.getpid()
             atexit.register(_checker.close)
         return _checker
 
