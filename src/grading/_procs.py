@@ -51,8 +51,10 @@ class LineWorker:
         self._home = tempfile.mkdtemp(prefix="gsi_helper_")
         self.lock = threading.Lock()
         self.restarts = 0
+        self._owner = os.getpid()  # only the process that started the helper may stop it (not a forked copy)
 
     def start(self) -> None:
+        self._owner = os.getpid()
         code = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
                 f"from src.grading._procs import serve; serve({self.handler!r}, {self.setup!r})")
         self.proc = subprocess.Popen(
@@ -102,7 +104,7 @@ class LineWorker:
             raise HelperDied(str(err)) from None
 
     def kill(self) -> None:
-        if self.proc is None:
+        if self.proc is None or os.getpid() != self._owner:
             return
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
@@ -121,6 +123,8 @@ class LineWorker:
         self.proc = None
 
     def close(self) -> None:
+        if os.getpid() != self._owner:
+            return
         self.kill()
         try:
             for name in os.listdir(self._home):
