@@ -336,3 +336,37 @@ def test_cli_rejects_a_missing_field(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "src.grading", str(src), "--dataset", "gsm8k"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and "answer_cot" in proc.stderr
+
+
+def test_forked_child_gets_its_own_checker_and_leaves_the_parents_alone():
+    import atexit
+    import os
+
+    assert answers_equal("\\sqrt{8}", "2\\sqrt{2}", "math")  # the parent's helper is running
+    pid = os.fork()
+    if pid == 0:  # child: grade, then run the exit handlers as a normal exit would
+        code = 0 if answers_equal("\\sqrt{18}", "3\\sqrt{2}", "math") else 1
+        atexit._run_exitfuncs()
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answers_equal("\\sqrt{50}", "5\\sqrt{2}", "math")
+    assert not answers_equal("\\sqrt{50}", "5\\sqrt{3}", "math")
+
+
+@pytest.mark.parametrize("printed,gold,dataset,options,correct", [
+    ("E\n", "E", "aqua", None, True),
+    ("(c)\n", "c", "mathqa", None, True),
+    ("60.0\n", "E", "aqua", AQUA_OPTIONS, True),
+    ("25\n", "E", "aqua", AQUA_OPTIONS, False),
+    ("[1, 2]\n", "[1, 2]", "theoremqa", None, True),
+    ("sqrt(2)/2\n", "\\frac{\\sqrt{2}}{2}", "math", None, True),
+    ("pi/4\n", "\\frac{\\pi}{4}", "math", None, True),
+    ("x**2 + 2*x + 1\n", "(x+1)^2", "math", None, True),
+    ("0.7853981633974483\n", "\\frac{\\pi}{4}", "math", None, True),
+    ("0.785\n", "\\frac{\\pi}{4}", "math", None, False),
+])
+def test_program_output_is_graded_per_format(printed, gold, dataset, options, correct):
+    from src.grading import ProgramResult, grade_program_output
+
+    assert grade_program_output(ProgramResult("ok", printed), gold, dataset, options).correct is correct

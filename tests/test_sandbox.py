@@ -178,3 +178,26 @@ def test_benchmark_prints_its_summary_line_last():
     assert {"pot_pool_per_s", "pot_per_process_per_s", "ratio", "cot_per_s"} <= set(summary)
     assert summary["pool_correct"] == "40/40" and summary["per_process_correct"] == "6/6"
     assert summary["ratio"] > 2  # even a short run shows the warm pool well ahead of a process per program
+
+
+def test_cli_grades_programs(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    items = [{"item_id": "p0", "answer_cot": "print(6 * 7)", "answer_value": "42"},
+             {"item_id": "p1", "answer_cot": "while True: pass", "answer_value": "1"},
+             {"item_id": "p2", "answer_cot": "print(1 / 0)", "answer_value": "1"},
+             {"item_id": "p3", "answer_cot": "import numpy as np\nprint(np.float64(2.5) * 2)", "answer_value": "5"}]
+    src = tmp_path / "programs.json"
+    src.write_text(json.dumps(items))
+    proc = subprocess.run([sys.executable, "-m", "src.grading", str(src), "--dataset", "gsm8k", "--mode", "pot",
+                           "--out", str(tmp_path / "graded.json")], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert (summary["n"], summary["correct"], summary["timeouts"], summary["errors"]) == (4, 2, 1, 1)
+    graded = json.loads((tmp_path / "graded.json").read_text())
+    assert [g["correct"] for g in graded] == [True, False, False, True]
