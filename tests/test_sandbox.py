@@ -69,6 +69,7 @@ def test_adversarial_programs_are_contained(executor, tmp_path):
         "os_exit": "import os\nprint('partial')\nos._exit(3)",
         "huge_output": "import sys\nsys.stdout.write('x' * (100 * 2**20))",
         "read_stdin": "print(input())",
+        "close_pipes_and_sleep": "import os, time\nfor fd in range(3, -1, -1):\n    os.close(fd)\ntime.sleep(600)",
         "kill_helper": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
         "fine_afterwards": "import numpy as np, sympy, scipy.special\nprint(int(np.sum(np.arange(5))) + 1)",
     }
@@ -102,6 +103,7 @@ def test_adversarial_programs_are_contained(executor, tmp_path):
     assert results["os_exit"].status == "error" and results["os_exit"].stdout == "partial\n"
     assert results["huge_output"].status == "error" and len(results["huge_output"].stdout) <= 2**20
     assert results["read_stdin"].status == "error" and "EOFError" in results["read_stdin"].stderr
+    assert results["close_pipes_and_sleep"].status == "timeout" and results["close_pipes_and_sleep"].seconds < 3
     assert results["kill_helper"].status == "error"
     assert results["fine_afterwards"].status == "ok" and results["fine_afterwards"].stdout.strip() == "11"
 

@@ -329,8 +329,23 @@ def run_program(code: str, timeout: float, memory_mb: int, output_bytes: int, fi
                 status = "output_limit"
         if status:
             break
+    exited = None
+    if status is None and not reported.isdigit():
+        # Every pipe closed without a report (os._exit, a crash, or a program closing its descriptors and
+        # sleeping): wait for the exit, but never past the deadline.
+        while exited is None:
+            done, wstatus = os.waitpid(pid, os.WNOHANG)
+            if done:
+                exited = os.waitstatus_to_exitcode(wstatus)
+            elif time.monotonic() >= deadline:
+                status = "timeout"
+                break
+            else:
+                time.sleep(0.002)
     _kill_group(pid)  # also ends anything the program left behind in its group
-    if status is None and reported.isdigit():
+    if exited is not None:
+        code_or_sig = exited
+    elif status is None:
         code_or_sig = int(reported)  # it finished and said how; reap it later
         _pending_reap.append(pid)
     else:
