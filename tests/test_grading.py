@@ -100,6 +100,8 @@ MUST_BE_EQUAL = [
     ("-7", "-7", "svamp", None),
     ("5 + 3 = 8", "8", "gsm8k", None),
     ("\\boxed{18}", "18", "gsm8k", None),
+    ("-$5.", "-5", "gsm8k", None),
+    ("1.5e3", "1500", "gsm8k", None),
     ("0.5", "\\frac{1}{2}", "math", None),
     ("\\dfrac{3}{4}", "3/4", "math", None),
     ("\\frac34", "\\frac{3}{4}", "math", None),

@@ -12,7 +12,7 @@ import ast
 import re
 
 TRIGGER_RE = re.compile(r"the answer is", re.IGNORECASE)
-_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
+_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
 _LETTER_PATTERNS = (
     r"\(\s*([A-Ea-e])\s*\)",  # (C)
     r"(?<![A-Za-z])([A-Ea-e])\s*\)",  # C)  c )
@@ -80,6 +80,7 @@ def extract_number(response: str, from_program: bool = False) -> str:
     if boxed is not None:
         seg = boxed
     seg = re.sub(r"\\[dt]?frac\{(-?\d+)\}\{(\d+)\}", r"\1/\2", seg)
+    seg = seg.replace("\\$", "").replace("$", "").replace("\\!", "")  # "-$5" is -5
     if "=" in seg:  # "5 + 3 = 8": the result is on the right of the last "="
         seg = seg.rsplit("=", 1)[1]
     return first_number(seg) or ""
