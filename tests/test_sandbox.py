@@ -28,7 +28,8 @@ def executor():
 
 
 def test_default_wall_timeout_is_five_seconds():
-    assert DEFAULT_TIMEOUT_S == 5.0 and PotExecutor().timeout == 5.0  # helpers start lazily: nothing to close
+    with PotExecutor() as ex:  # helpers start lazily: nothing runs yet
+        assert DEFAULT_TIMEOUT_S == 5.0 and ex.timeout == 5.0
 
 
 def test_programs_run_in_other_processes_and_results_keep_order(executor):

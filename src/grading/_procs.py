@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,13 +49,14 @@ class LineWorker:
         self.startup_timeout = startup_timeout
         self.proc: subprocess.Popen | None = None
         self._buf = b""
-        self._home = tempfile.mkdtemp(prefix="gsi_helper_")
+        self._home: str | None = None  # the helper's empty working directory, while it runs
         self.lock = threading.Lock()
         self.restarts = 0
         self._owner = os.getpid()  # only the process that started the helper may stop it (not a forked copy)
 
     def start(self) -> None:
         self._owner = os.getpid()
+        self._home = tempfile.mkdtemp(prefix="gsi_helper_")
         code = (f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); "
                 f"from src.grading._procs import serve; serve({self.handler!r}, {self.setup!r})")
         self.proc = subprocess.Popen(
@@ -121,17 +123,12 @@ class LineWorker:
             except OSError:
                 pass
         self.proc = None
+        if self._home is not None:
+            shutil.rmtree(self._home, ignore_errors=True)
+            self._home = None
 
     def close(self) -> None:
-        if os.getpid() != self._owner:
-            return
         self.kill()
-        try:
-            for name in os.listdir(self._home):
-                os.unlink(os.path.join(self._home, name))
-            os.rmdir(self._home)
-        except OSError:
-            pass
 
 
 def _resolve(spec: str) -> Callable[..., Any]:

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 
 from src.grading._procs import HelperDied, LineWorker
@@ -399,6 +400,8 @@ class PotExecutor:
                         for _ in range(max(1, workers))]
         self.scipy_helper = LineWorker("src.grading.sandbox:handle", setup="src.grading.sandbox:warm_up_scipy")
         self._closed = False
+        # stop the helpers when the executor is garbage-collected or the program exits without close()
+        self._finalizer = weakref.finalize(self, _close_all, [*self.helpers, self.scipy_helper])
 
     def __enter__(self) -> PotExecutor:
         return self
@@ -455,5 +458,9 @@ class PotExecutor:
 
     def close(self) -> None:
         self._closed = True
-        for helper in [*self.helpers, self.scipy_helper]:
-            helper.close()
+        self._finalizer()
+
+
+def _close_all(helpers: list[LineWorker]) -> None:
+    for helper in helpers:
+        helper.close()
