@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -204,3 +205,63 @@ def test_cli_grades_programs(tmp_path):
     assert (summary["n"], summary["correct"], summary["timeouts"], summary["errors"]) == (4, 2, 1, 1)
     graded = json.loads((tmp_path / "graded.json").read_text())
     assert [g["correct"] for g in graded] == [True, False, False, True]
+
+
+KERNEL_ONLY_SCRIPT = r"""
+import json, sys
+import src.grading.sandbox as sb
+sb.warm_up(("math",))
+abi = sb._LIBC.syscall(sb._LANDLOCK_CREATE_RULESET, None, 0, 1)
+sb._audit_guard = lambda workdir: (lambda event, args: None)  # no Python-level guard: kernel limits only
+canary, port = sys.argv[1], int(sys.argv[2])
+programs = {
+    "write": f"open({canary!r}, 'w').write('gone')",
+    "delete": f"import os\nos.remove({canary!r})",
+    "fork": "import os\nos.fork()\nprint('forked')",
+    "connect": f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\nprint('up')",
+    "environ": "print(open('/proc/1/environ', 'rb').read())",
+}
+out = {name: sb.run_program(code, 2.0, 1024, 1 << 20, 1 << 20) for name, code in programs.items()}
+print(json.dumps({"abi": abi, "results": out}))
+"""
+
+
+def test_kernel_limits_alone_contain_programs(request):
+    """Defense in depth: with the audit hook switched off, Landlock, the process limit, user nobody and the
+    network namespace still stop writes outside the sandbox (even to a world-writable file), forks and sockets."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    if os.geteuid() != 0:
+        pytest.skip("the kernel layers checked here (user nobody, network namespace) need root")
+    import shutil
+    import tempfile
+
+    # Outside pytest's private (0700) tmp tree, so that only Landlock stands between user nobody and the file.
+    shared = Path(tempfile.mkdtemp(prefix="gsi_canary_"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o777)
+    canary = shared / "canary.txt"
+    canary.write_text("keep me")
+    canary.chmod(0o666)  # file permissions alone would let user nobody write it
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    server.setblocking(False)
+    proc = subprocess.run([sys.executable, "-c", KERNEL_ONLY_SCRIPT, str(canary), str(server.getsockname()[1])],
+                          cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if report["abi"] < 4:
+        pytest.skip(f"Landlock ABI {report['abi']} (< 4) cannot restrict these")
+    results = report["results"]
+    assert {name: r["status"] for name, r in results.items()} == dict.fromkeys(results, "error")
+    assert canary.read_text() == "keep me"
+    assert "forked" not in results["fork"]["stdout"] and "up" not in results["connect"]["stdout"]
+    with pytest.raises(BlockingIOError):
+        server.accept()
+    server.close()
