@@ -372,3 +372,19 @@ def test_program_output_is_graded_per_format(printed, gold, dataset, options, co
     from src.grading import ProgramResult, grade_program_output
 
     assert grade_program_output(ProgramResult("ok", printed), gold, dataset, options).correct is correct
+
+
+@pytest.mark.parametrize("response", [
+    "answer" + ":" * 100_000 + "x",  # nested repetitions in a fallback pattern once backtracked exponentially
+    "Hence " + "the " * 50_000 + "x",
+    "The answer is " + "{" * 50_000 + "}" * 50_000,
+    "The answer is " + "(" * 50_000,
+    "The answer is " + "1" * 100_000 + ".5",
+    "The answer is " + "\\sqrt" * 30_000,
+    "x" * 1_000_000,
+])
+@pytest.mark.parametrize("dataset", ["gsm8k", "math", "aqua", "theoremqa"])
+def test_long_adversarial_responses_are_graded_fast(response, dataset):
+    start = time.monotonic()
+    assert not grade_response(response, "1", dataset).correct
+    assert time.monotonic() - start < 3

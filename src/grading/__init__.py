@@ -157,7 +157,7 @@ def _equal_theoremqa(pred: str, gold: str) -> tuple[bool, str]:
         if parse_number(pm) is not None:
             return _theoremqa_numbers(pm, g), "ok"
         num = first_number(pm)
-        if num is not None and re.fullmatch(r"-?[\d.,]+\s*(?:\\text\{.*\}|[a-zA-Z/ ]*)", pm):
+        if num is not None and len(pm) <= 60 and re.fullmatch(r"-?[\d.,]+\s*(?:\\text\{.*\}|[a-zA-Z/ ]*)", pm):
             return _theoremqa_numbers(num, g), "ok"  # "5.2 m/s"
         value = _symbolic_value(pm)
         if value is None:
@@ -168,10 +168,9 @@ def _equal_theoremqa(pred: str, gold: str) -> tuple[bool, str]:
 
 def _symbolic_value(expr: str) -> float | None:
     """Numeric value of a closed-form LaTeX answer (e.g. ``\\frac{\\pi}{4}``), via the symbolic checker."""
-    from src.grading.compare import get_checker
+    from src.grading.compare import MAX_SYMBOLIC_CHARS, get_checker
 
-    reply = get_checker().value(expr)
-    return reply
+    return get_checker().value(expr) if len(expr) <= MAX_SYMBOLIC_CHARS else None
 
 
 _COMPARE = {"number": _equal_number, "math": _equal_math, "choice_upper": _equal_choice,

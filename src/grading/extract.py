@@ -140,21 +140,22 @@ def choice_letters(seg: str) -> list[str]:
 
 # Without a trigger, only the closing line is read, and only where it names the answer explicitly.
 _KW = r"(?i:answer|ans|option|choice|opt)"
+# Bounded repetitions only: nested unbounded ones backtrack exponentially on lines like "answer::::::...".
 _FALLBACK_PATTERNS = (
     # "Answer: C", "AnswerB", "correct answer - D", "Answer will be C", "answer choice E", "(optionB"
-    _KW + r"[\s:;=\-.'\"(]*(?:(?i:is|was|will be|should be|must be|would be|choice|option|:)[\s:;=\-'\"(]*)*"
+    _KW + r"\W{0,6}(?:(?i:is|was|will be|should be|must be|would be|choice|option)\W{0,6}){0,3}"
     r"\(?([A-E])\)?(?![A-Za-z0-9])",
     # "D is the answer", "C is correct answer", "B it is", "Choice A is correct"
-    r"(?<![A-Za-z0-9'])\(?([A-E])\)?\s+(?i:is|it is)\b",
+    r"(?<![A-Za-z0-9'])\(?([A-E])\)?\s{1,6}(?i:is|it is)\b",
     # "Hence C.", "So, answer is D", "Therefore E"
-    r"(?i:hence|so|thus|therefore|=>|imo)[\s,:'\"]+(?:(?i:the|answer|is|option|choice)[\s,:'\"]+)*\(?([A-E])\)?"
-    r"(?![A-Za-z0-9])",
+    r"(?i:hence|so|thus|therefore|=>|imo)[\s,:'\"]{1,6}(?:(?i:the|answer|is|option|choice)[\s,:'\"]{1,6}){0,4}"
+    r"\(?([A-E])\)?(?![A-Za-z0-9])",
     # "= 24=A", "ans=D", "E=60"
-    r"=\s*([A-E])(?![A-Za-z0-9])",
+    r"=\s{0,6}([A-E])(?![A-Za-z0-9])",
     # "C ans ....", "B answer"
-    r"(?<![A-Za-z0-9'])\(?([A-E])\)?\s+(?i:ans|answer)\b",
+    r"(?<![A-Za-z0-9'])\(?([A-E])\)?\s{1,6}(?i:ans|answer)\b",
     # a letter glued to the end of the line: "... less than m+d.D"
-    r"(?<=[.)])\s*([A-E])\.?$",
+    r"(?<=[.)])\s{0,6}([A-E])\.?$",
 )
 
 
@@ -165,7 +166,7 @@ def fallback_choice(text: str, options: dict[str, str] | None = None) -> str:
     if not lines:
         return ""
     last = lines[-1]
-    m = re.fullmatch(r"\W*\(?([A-E])\)?[\W\d]*", last)  # "B", "(D)", "D. 220", "C 85%"
+    m = re.fullmatch(r"\W{0,4}([A-E])\)?[\W\d]{0,20}", last)  # "B", "(D)", "D. 220", "C 85%"
     if m:
         return m.group(1)
     for line in reversed(lines[-3:]):  # "My Answer is E.\nr=10\ns=3": the statement may precede a check
