@@ -26,7 +26,7 @@ AQUA_LABEL_NOT_AN_OPTION = [  # answer_value is a rationale fragment or a letter
 AQUA_RATIONALE_NAMES_NO_OPTION = [  # no trigger, no option named, final number matches no option (e.g. "it
     # cannot be identified", "solve using P and Q"): the label comes from the data set, not from the rationale
     245, 265, 281, 314, 454, 466, 487, 549, 942, 997, 1001, 1112, 1171, 1208, 1233, 1278, 1463, 1497, 1562, 1579,
-    1632, 1657, 1672, 1809, 1833, 1866, 1998, 2163, 2211, 2366, 2402, 2443, 2458, 2509, 2552, 2575, 2631, 2642,
+    1632, 1657, 1809, 1833, 1866, 1998, 2163, 2211, 2366, 2402, 2443, 2458, 2509, 2552, 2575, 2631, 2642,
     2702, 2800, 2838, 2883, 2888, 2891, 2915]
 AQUA_RATIONALE_CONTRADICTS_LABEL = [  # the rationale ends on another option than its label, e.g. aqua_rat_50
     # "PE = 2/8 = 1/4 AnswerB" with label E; aqua_rat_1606 "n = 33" (option A) with label D
