@@ -128,6 +128,8 @@ MUST_BE_EQUAL = [
     ("\\begin{pmatrix} 12/5 \\\\ 16/5 \\end{pmatrix}", "\\begin{pmatrix}12/5\\16/5\\end{pmatrix}", "math", None),
     ("\\text{(C)}", "C", "math", None),
     ("2x+2y-2z+2=0", "x + y - z + 1 = 0", "math", None),
+    ("2\\frac{1}{2}", "\\frac{5}{2}", "math", None),
+    ("x \\in [2, 5)", "[2,5)", "math", None),
     ("73\\%", "73", "math", None),
     ("(C)", "C", "aqua", None),
     ("C)", "C", "aqua", None),
@@ -182,6 +184,7 @@ MUST_BE_DIFFERENT = [
     ("10^{10^{10}}", "5", "math", None),
     ("x+y+z+1=0", "x + y - z + 1 = 0", "math", None),
     ("y=2x+4", "y=2x+3", "math", None),
+    ("2\\frac{1}{2}", "1", "math", None),  # a mixed number, not 2 * 1/2
     ("B", "A", "aqua", None),
     ("A or C", "A", "aqua", None),
     ("(A) and (C)", "C", "aqua", None),

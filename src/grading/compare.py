@@ -160,6 +160,7 @@ def normalize_math(text: str) -> str:
     s = s.replace("−", "-").replace("\\infty", "\\infty ").replace("\\pi", "\\pi ")
     s = _fix_sqrt(s)
     s = s.replace(" ", "")
+    s = re.sub(r"^[A-Za-z]\\in", "", s)  # "x \in [2, 5)": the set is the answer
     s = _fix_fracs(s)
     if s == "0.5":
         s = "\\frac{1}{2}"

@@ -144,6 +144,8 @@ def _check_size(expr: sympy.Basic) -> None:
 
 
 def _to_expr(s: str) -> sympy.Basic:
+    # a whole number right before a numeric fraction is a mixed number: 2\frac{1}{2} = 5/2, not 2 * 1/2
+    s = re.sub(r"(?<![\w.^{])(\d+)\\frac\{(\d+)\}\{(\d+)\}", r"(\1+\\frac{\2}{\3})", s)
     py = _latex_to_python(s)
     if not py.strip():
         raise Unsupported("empty")
