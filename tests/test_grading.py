@@ -130,6 +130,9 @@ MUST_BE_EQUAL = [
     ("2x+2y-2z+2=0", "x + y - z + 1 = 0", "math", None),
     ("2\\frac{1}{2}", "\\frac{5}{2}", "math", None),
     ("x \\in [2, 5)", "[2,5)", "math", None),
+    ("\\{1,2\\}", "\\{2, 1\\}", "math", None),
+    ("1011_{2}", "1011_2", "math", None),
+    ("5\\text{ cm}^2", "5", "math", None),
     ("73\\%", "73", "math", None),
     ("(C)", "C", "aqua", None),
     ("C)", "C", "aqua", None),
@@ -185,6 +188,8 @@ MUST_BE_DIFFERENT = [
     ("x+y+z+1=0", "x + y - z + 1 = 0", "math", None),
     ("y=2x+4", "y=2x+3", "math", None),
     ("2\\frac{1}{2}", "1", "math", None),  # a mixed number, not 2 * 1/2
+    ("5\\text{ cm}^2", "25", "math", None),  # a unit's exponent is not the value's
+    ("\\{1,2\\}", "(1,2)", "math", None),
     ("B", "A", "aqua", None),
     ("A or C", "A", "aqua", None),
     ("(A) and (C)", "C", "aqua", None),

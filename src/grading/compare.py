@@ -147,7 +147,9 @@ def normalize_math(text: str) -> str:
     s = s.replace("\\bigl", "").replace("\\bigr", "").replace("\\Bigl", "").replace("\\Bigr", "")
     s = s.replace("^{\\circ}", "").replace("^\\circ", "").replace("°", "").replace("\\circ", "")
     s = s.replace("\\$", "").replace("$", "").replace("\\%", "").replace("%", "")
-    s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{\s*" + _UNIT_WORDS + r"(\^\d|\^\{\d\})?\s*\}", "", s)
+    # a unit, with its exponent inside or after the braces ("5\text{ cm}^2" is 5, never 5^2)
+    s = re.sub(r"\\(?:text|textbf|mbox|mathrm)\{\s*" + _UNIT_WORDS + r"(\^\d|\^\{\d\})?\s*\}(\^\d|\^\{\d\})?",
+               "", s)
     # a trailing unit in words after a value ("164\pi \mbox{ square feet}"); a text-only answer is kept
     s = re.sub(r"(?<=[\w}])\s*\\(?:text|mbox|mathrm)\{[A-Za-z\s]+\}(\^\d|\^\{\d\})?$", "", s)
     s = re.sub(r"\\(?:text|textbf|mbox|mathrm|mathbf)\{([^{}]*)\}", r"\1", s)
@@ -161,6 +163,7 @@ def normalize_math(text: str) -> str:
     s = _fix_sqrt(s)
     s = s.replace(" ", "")
     s = re.sub(r"^[A-Za-z]\\in", "", s)  # "x \in [2, 5)": the set is the answer
+    s = re.sub(r"_\{(\w+)\}", r"_\1", s)  # 1011_{2} == 1011_2
     s = _fix_fracs(s)
     if s == "0.5":
         s = "\\frac{1}{2}"

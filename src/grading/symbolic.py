@@ -244,6 +244,15 @@ def _sequence(s: str) -> tuple[str, str, list[str]] | None:
     return None
 
 
+def _set_items(s: str) -> str | None:
+    """``{1,2}`` -> ``1,2`` (a set written with braces), else None."""
+    if len(s) >= 2 and s[0] == "{" and s[-1] == "}" and _depths(s[1:-1])[-1:] in ([0], []):
+        inner = s[1:-1]
+        if all(d >= 0 for d in _depths(inner)) and len(_split_top(inner, ",")) > 1:
+            return inner
+    return None
+
+
 def _depths(s: str) -> list[int]:
     depth, out = 0, []
     for ch in s:
@@ -260,6 +269,11 @@ def equal(pred: str, gold: str) -> bool:
         return bool(p)
     if not p or not g:
         return False
+    set_p, set_g = _set_items(p), _set_items(g)
+    if set_p is not None or set_g is not None:  # {1, 2} == {2, 1}: compared as unordered lists
+        if set_p is None or set_g is None:
+            return False
+        p, g = set_p, set_g
     mp, mg = _matrix(p), _matrix(g)
     if mp is not None or mg is not None:
         if mp is None or mg is None or [len(r) for r in mp] != [len(r) for r in mg]:
