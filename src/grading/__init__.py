@@ -34,8 +34,10 @@ from dataclasses import dataclass
 
 from src.datasets import get_dataset
 from src.grading.compare import (
+    MAX_SYMBOLIC_CHARS,
     REL_TOL_EXACT,
     REL_TOL_THEOREMQA,
+    get_checker,
     normalize_math,
     numbers_equal,
     parse_number,
@@ -168,8 +170,6 @@ def _equal_theoremqa(pred: str, gold: str) -> tuple[bool, str]:
 
 def _symbolic_value(expr: str) -> float | None:
     """Numeric value of a closed-form LaTeX answer (e.g. ``\\frac{\\pi}{4}``), via the symbolic checker."""
-    from src.grading.compare import MAX_SYMBOLIC_CHARS, get_checker
-
     return get_checker().value(expr) if len(expr) <= MAX_SYMBOLIC_CHARS else None
 
 

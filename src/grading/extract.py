@@ -11,6 +11,8 @@ from __future__ import annotations
 import ast
 import re
 
+from src.grading.compare import numbers_equal, parse_number
+
 TRIGGER_RE = re.compile(r"the answer is", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
 _LETTER_PATTERNS = (
@@ -193,8 +195,6 @@ def options_from_question(question: str) -> dict[str, str]:
 
 def _value_with_unit(text: str):
     """The number in "40", "$1,500", "12 min" or "24 kmph" (a number and at most a short unit word)."""
-    from src.grading.compare import parse_number
-
     value = parse_number(text) if text else None
     if value is None and text:
         num = first_number(text)
@@ -210,8 +210,6 @@ def _option_key(text: str) -> str:
 def _match_option_text(seg: str, options: dict[str, str]) -> str | None:
     """The letter whose option text is the answer: the same text, or else the same number (with at most a
     short unit word: "40 inches" names option "40"), when exactly one option matches."""
-    from src.grading.compare import numbers_equal
-
     if not seg:
         return None
     same_text = [letter for letter, text in options.items() if text and _option_key(text) == _option_key(seg)]
