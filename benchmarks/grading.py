@@ -22,10 +22,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 from src.grading import PotExecutor, grade_batch, grade_program_output  # noqa: E402
 from src.grading.sandbox import DEFAULT_TIMEOUT_S, ProgramResult  # noqa: E402
+from src.records import load_records  # noqa: E402
 from src.synthetic import WorldConfig, generate_world  # noqa: E402
 
 LIBRARY_PROGRAMS = [  # (program template, gold): {k} is filled with a per-item integer
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n_pool", type=int, default=600, help="programs graded by the pool")
     ap.add_argument("--n_process", type=int, default=60, help="programs graded one fresh process each")
     ap.add_argument("--n_cot", type=int, default=3000, help="CoT rationales graded")
+    ap.add_argument("--math_file", default=str(REPO.parent / "shared/data/inference/cot/math.json"),
+                    help="MATH rationales for the CoT figure (skipped when absent)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -96,20 +100,35 @@ def main(argv: list[str] | None = None) -> dict:
     proc_correct = sum(g.correct for g in proc_grades)
     print(f"one process per program: {len(proc_items)} programs in {proc_s:.2f} s ({proc_correct} correct)")
 
+    # CoT: synthetic rationales, plus (when the shared data is there) MATH rationales graded against their own
+    # gold and against another item's gold, so that wrong answers take the symbolic path too.
     world = generate_world(WorldConfig(seed=args.seed, n_train=0, n_pool=args.n_cot, n_test_held_in=0,
                                        n_test_held_out=0))
-    cot = world["pool_cot"][: args.n_cot]
-    start = time.monotonic()
-    cot_grades = grade_batch([r["answer_cot"] for r in cot], [r["answer_value"] for r in cot], "synthetic")
-    cot_s = time.monotonic() - start
-    print(f"cot: {len(cot)} rationales in {cot_s:.2f} s ({sum(g.correct for g in cot_grades)} correct)")
+    cot_sets = [("synthetic", "synthetic", [r["answer_cot"] for r in world["pool_cot"][: args.n_cot]],
+                 [r["answer_value"] for r in world["pool_cot"][: args.n_cot]])]
+    math_file = Path(args.math_file)
+    if math_file.is_file():
+        math = load_records(math_file)
+        golds = [r["answer_value"] for r in math]
+        shifted = golds[1:] + golds[:1]
+        cot_sets += [("math_own_gold", "math", [r["answer_cot"] for r in math], golds),
+                     ("math_other_gold", "math", [r["answer_cot"] for r in math], shifted)]
+    cot_n, cot_s, cot_detail = 0, 0.0, {}
+    for label, dataset, responses, golds in cot_sets:
+        start = time.monotonic()
+        grades = grade_batch(responses, golds, dataset)
+        seconds = time.monotonic() - start
+        cot_n, cot_s = cot_n + len(responses), cot_s + seconds
+        cot_detail[f"cot_{label}_per_s"] = round(len(responses) / seconds, 1)
+        print(f"cot {label}: {len(responses)} rationales in {seconds:.2f} s ({sum(g.correct for g in grades)} "
+              f"correct)")
 
     pool_rate = len(pool_items) / pool_s
     proc_rate = len(proc_items) / proc_s
     summary = {"pot_pool_per_s": round(pool_rate, 1), "pot_per_process_per_s": round(proc_rate, 2),
-               "ratio": round(pool_rate / proc_rate, 1), "cot_per_s": round(len(cot) / cot_s, 1),
+               "ratio": round(pool_rate / proc_rate, 1), "cot_per_s": round(cot_n / cot_s, 1),
                "pool_start_s": round(pool_start_s, 2), "pool_correct": f"{pool_correct}/{len(pool_items)}",
-               "per_process_correct": f"{proc_correct}/{len(proc_items)}", "workers": args.workers}
+               "per_process_correct": f"{proc_correct}/{len(proc_items)}", "workers": args.workers, **cot_detail}
     print(json.dumps(summary))
     return summary
 
