@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -60,6 +61,10 @@ class DemoConfig:
     base_steps: int = field(default=2000, metadata={"help": "optimizer steps of the base (past the phase transition)"})
     base_lr: float = field(default=4e-3, metadata={"help": "peak learning rate of the base"})
     base_seed: int = field(default=0, metadata={"help": "initialisation and data order of the base"})
+    init_model_dir: str = field(default="", metadata={
+        "help": "start the base from this model folder (its tokenizer and architecture) instead of a fresh tiny "
+                "model; tests use it to match the tokenizer of an engine they pass in. With --base_steps 0 this "
+                "folder IS the base (an untied checkpoint trained elsewhere)"})
     # --- arms (each continues from the base) ---
     arms: list[str] = field(default_factory=lambda: ["control", "vanilla", "brute_force", "state_reset"],
                             metadata={"help": f"trained arms, among {', '.join(ARMS)}"})
@@ -75,9 +80,12 @@ class DemoConfig:
         "help": "brute force: unguided rounds at most (the paper's 128); it stops once it has spent state "
                 "reset's token budget"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature (the paper's 0.7)"})
-    max_new_tokens: int = field(default=256, metadata={"help": "new tokens per sample and per evaluation answer"})
+    max_new_tokens: int = field(default=200, metadata={"help": "new tokens per sample and per evaluation answer"})
     engine_seed: int = field(default=0, metadata={"help": "vLLM engine seed (sampling is reproducible per seed)"})
     hard_levels: list[int] = field(default_factory=lambda: [5, 6], metadata={"help": "levels called 'hard'"})
+    torch_threads: int = field(default=0, metadata={
+        "help": "training threads (0 = torch's default, all cores); 1 is far faster on a machine shared with other "
+                "jobs, where 2 threads spin-wait on each other"})
     report: bool = field(default=True, metadata={"help": "write report.md with src.analysis when available"})
 
     def __post_init__(self) -> None:
@@ -199,13 +207,20 @@ class Runner:
         c = self.cfg
         data = self.out / "world" / "data"
         self.base_key = {"world": self.world_key, "steps": c.base_steps, "lr": c.base_lr, "seed": c.base_seed,
-                         "batch": c.batch_size, "tiny": asdict(TinyModelConfig(seed=c.base_seed))}
+                         "batch": c.batch_size, "tiny": asdict(TinyModelConfig(seed=c.base_seed)),
+                         "init": c.init_model_dir}
 
         def run(st: Stage) -> dict:
             original = load_records(data / "train" / "cot" / "synthetic.json")
             pool = load_records(data / "inference" / "cot" / "synthetic.json")
             # the tokenizer sees O and P text (no test text); the weights start random
-            init = build_tiny_model(st.dir / "init", original + pool, TinyModelConfig(seed=c.base_seed))
+            init = Path(c.init_model_dir) if c.init_model_dir else build_tiny_model(
+                st.dir / "init", original + pool, TinyModelConfig(seed=c.base_seed))
+            if c.base_steps == 0:
+                if not c.init_model_dir:
+                    raise ValueError("--base_steps 0 needs --init_model_dir (the base to use as is)")
+                shutil.copytree(init, st.dir / "model", dirs_exist_ok=True)
+                return {"model": str(st.dir / "model"), "copied_from": str(init)}
             model = self.train(init, data / "train" / "cot" / "synthetic.json", st.dir, c.base_steps, c.base_lr,
                                c.base_seed)
             return {"model": str(model)}
@@ -213,9 +228,13 @@ class Runner:
         return self.stage("base", "base", self.base_key, run)
 
     def train(self, init: Path, train_file: Path, model_dir: Path, steps: int, lr: float, seed: int) -> Path:
+        import torch
+
         from src.training import TrainConfig, train
 
         c = self.cfg
+        if c.torch_threads > 0:
+            torch.set_num_threads(c.torch_threads)
         tc = TrainConfig(model_name_or_path=str(init), train_file=str(train_file), model_dir=str(model_dir),
                          batch_size=c.batch_size, n_epochs=10_000, max_steps=steps, learning_rate=lr,
                          warmup_step=max(1, steps // 20), lr_scheduler="cosine", adam_beta1=0.9, adam_beta2=0.98,
