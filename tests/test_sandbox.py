@@ -176,7 +176,8 @@ def test_benchmark_prints_its_summary_line_last():
     from tests.conftest import REPO
 
     proc = subprocess.run([sys.executable, "benchmarks/grading.py", "--n_pool", "40", "--n_process", "6",
-                           "--n_cot", "200"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           "--n_cot", "200", "--math_file", "/nonexistent"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"pot_pool_per_s", "pot_per_process_per_s", "ratio", "cot_per_s"} <= set(summary)
