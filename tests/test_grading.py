@@ -396,3 +396,16 @@ def test_long_adversarial_responses_are_graded_fast(response, dataset):
     start = time.monotonic()
     assert not grade_response(response, "1", dataset).correct
     assert time.monotonic() - start < 3
+
+
+def test_cli_reads_choice_options_from_the_question(tmp_path):
+    items = [{"item_id": "a0", "question": "How far?\nAnswer Choices: (A) 35 (B) 60 (C) 40", "answer_value": "B",
+              "answer_cot": "5 * 12 = 60\nThe answer is 60"},
+             {"item_id": "a1", "question": "How far?\nAnswer Choices: (A) 35 (B) 60 (C) 40", "answer_value": "B",
+              "answer_cot": "The answer is 40"}]
+    src = tmp_path / "aqua.json"
+    src.write_text(json.dumps(items))
+    proc = subprocess.run([sys.executable, "-m", "src.grading", str(src), "--dataset", "aqua"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["correct"] == 1

@@ -4,11 +4,12 @@
     python -m src.grading data/inference/pot/gsm8k.json --dataset gsm8k --mode pot   # gold programs
 
 FILE is a JSON (or JSONL) list of items with ``answer_value`` and the graded field (``--field``, default
-``answer_cot``; ``options`` is used when present). The field may hold one string or a list of strings (e.g. an
-eval file's ``pred``): every string is graded, and an item counts as correct when its FIRST string is (the
-greedy evaluation stores exactly one). Printed: ``{"n", "correct", "accuracy", "errors", "timeouts", "seconds"}``
-where errors / timeouts count responses whose status was "error" / "timeout". ``--out`` writes the items back
-with ``pred_value`` and ``correct`` added (lists of both, ``correct_list``, for list fields).
+``answer_cot``). Choice answers use the item's ``options``, else the options written into its ``question``.
+The field may hold one string or a list of strings (e.g. an eval file's ``pred``): every string is graded, and
+an item counts as correct when its FIRST string is (the greedy evaluation stores exactly one). Printed:
+``{"n", "correct", "accuracy", "errors", "timeouts", "seconds"}`` where errors / timeouts count responses whose
+status was "error" / "timeout". ``--out`` writes the items back with ``pred_value`` and ``correct`` added
+(lists of both, ``correct_list``, for list fields).
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ import sys
 import time
 
 from src.datasets import DATASETS
-from src.grading import PotExecutor, grade_batch
+from src.grading import PotExecutor, grade_batch, options_from_question
 from src.records import RecordError, read_json_or_jsonl, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m src.grading", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("file", help="JSON/JSONL list of items to grade")
     ap.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="decides the answer format")
@@ -54,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.file}: item {i}: {args.field!r} must be a string or a list of strings",
                   file=sys.stderr)
             return 2
-        flat += [(i, r, str(item["answer_value"]), item.get("options")) for r in responses]
+        # options: the item's own, else those written into its question ("Answer Choices: (A) ...")
+        options = item.get("options") or options_from_question(str(item.get("question", ""))) or None
+        flat += [(i, r, str(item["answer_value"]), options) for r in responses]
 
     start = time.monotonic()
     executor = PotExecutor(workers=args.workers) if args.mode == "pot" else None
