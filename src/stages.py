@@ -223,6 +223,8 @@ def run_stage(stage: str, marker: str | Path, command: list[str], inputs: list[s
     remove(marker)
     for path in outputs + ([] if keep_resumable else list(resumable or [])):
         remove(path)
+    for path in outputs:  # commands such as cp expect the folder they write into
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_json(attempt_file, {"stage": stage, "consumed": consumed, "started_at": _now()})
     started_at, start = _now(), time.perf_counter()
     rc = 1
