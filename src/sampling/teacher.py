@@ -68,8 +68,13 @@ class TeacherClient:
         if not conversations:
             return []
         workers = max(1, min(self.cfg.teacher_max_concurrency, len(conversations)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(self.critique, conversations))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="teacher")
+        try:
+            futures = [pool.submit(self.critique, messages) for messages in conversations]
+            return [f.result() for f in futures]
+        finally:
+            # after a permanent failure, requests not yet started are dropped instead of retried one by one
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def close(self) -> None:
         self.client.close()
