@@ -9,16 +9,17 @@ Re-grade a saved file: ``python -m src.grading results.json --dataset gsm8k --mo
 
 Tolerance policy (the one place it is written; the README repeats it):
 - ``number`` (GSM8K, SVAMP, synthetic): the prediction and gold are parsed as exact numbers after removing
-  thousands commas, currency signs, percent signs and trailing zeros; equal when they agree within a relative
-  1e-6 of the gold (float printing noise such as 18.000000000001, never a rounding: 12 != 12.5, 12 != 120).
+  thousands commas, currency signs, percent signs and trailing zeros; two integers must be equal exactly,
+  otherwise they must agree within a relative 1e-9 of the gold (float printing noise such as 18.000000000001,
+  never a rounding: 12 != 12.5, 12 != 120, 1000000.5 != 1000000, 123456789 != 123456790).
 - ``math`` (MATH): normalised LaTeX strings equal, else exact numbers equal (as above), else sympy equivalence:
   closed forms agree to 9 significant digits numerically (at three random points when there are variables);
   tuples and intervals element by element with the same brackets; unordered comma lists as multisets;
   matrices entry by entry. A predicted ``x = 5`` is compared by its right side when the gold has no ``=``.
   A float never matches an exact value it only approximates (0.333 != 1/3, 1.41 != sqrt(2)).
 - ``choice_upper`` / ``choice_lower`` (AQuA, MathQA): exactly one option letter, case-insensitive, written
-  ``C``, ``(C)``, ``C)``, ``c )`` or ``option C``; or an answer equal to exactly one option's text. Several
-  letters are wrong.
+  ``C``, ``(C)``, ``C)``, ``c )`` or ``option C``; or an answer equal to exactly one option's text, or to
+  exactly one option's number within a relative 0.1% ("2.3333" names "7/3"). Several letters are wrong.
 - ``theoremqa``: True/False (yes/no accepted); lists element by element; numbers within a relative 1% of the
   gold (TheoremQA golds are rounded to 2-4 digits); when both prediction and gold are written as integers they
   must be equal exactly; a zero gold needs |pred| <= 1e-9; option letters like ``(a)`` as letters.

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from src.grading._procs import HelperDied, LineWorker
 
-REL_TOL_EXACT = 1e-6  # number / math answers: absorbs float printing noise only (18.000000000001 == 18)
+REL_TOL_EXACT = 1e-9  # number / math answers: absorbs float printing noise only (18.000000000001 == 18)
 REL_TOL_THEOREMQA = 1e-2  # TheoremQA floats: 1% of the gold value (answers are rounded to 2-4 digits)
 ABS_TOL_ZERO = 1e-9  # a gold value of exactly 0 needs |pred| below this
 SYMPY_TIMEOUT_S = 5.0  # wall-clock bound of one symbolic comparison (parse + simplify)
@@ -73,9 +73,12 @@ def parse_number(text: str) -> Fraction | float | None:
 
 
 def numbers_equal(a: Fraction | float, b: Fraction | float, rel_tol: float = REL_TOL_EXACT) -> bool:
-    """``a`` (prediction) equals ``b`` (gold) within ``rel_tol`` of |b|; a zero gold needs |a| <= ABS_TOL_ZERO."""
+    """``a`` (prediction) equals ``b`` (gold): two integers exactly, else within ``rel_tol`` of |b| (a zero gold
+    needs |a| <= ABS_TOL_ZERO)."""
     if a == b:
         return True
+    if isinstance(a, Fraction) and isinstance(b, Fraction) and a.denominator == b.denominator == 1:
+        return False  # 123456789 != 123456790, however small the relative difference
     fa, fb = float(a), float(b)
     if not (math.isfinite(fa) and math.isfinite(fb)):
         return False

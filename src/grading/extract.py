@@ -13,6 +13,7 @@ import re
 
 from src.grading.compare import numbers_equal, parse_number
 
+OPTION_REL_TOL = 1e-3  # "2.333333" names option "7/3": options are few and far apart, and must match uniquely
 TRIGGER_RE = re.compile(r"the answer is", re.IGNORECASE)
 _NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][+-]?\d+)?(?:/\d+(?:\.\d+)?)?|-?\.\d+")
 _LETTER_PATTERNS = (
@@ -220,7 +221,7 @@ def _match_option_text(seg: str, options: dict[str, str]) -> str | None:
     if value is None:
         return None
     hits = [letter for letter, text in options.items()
-            if (opt := _value_with_unit(text)) is not None and numbers_equal(value, opt)]
+            if (opt := _value_with_unit(text)) is not None and numbers_equal(value, opt, OPTION_REL_TOL)]
     return hits[0] if len(hits) == 1 else None
 
 
