@@ -213,6 +213,6 @@ def test_partial_and_missing_folders_give_a_report(experiments, tmp_path, capsys
         assert gap in md, gap
     assert "Traceback" not in md and "could not be drawn" not in md
     rows = read_csv(out / "accuracy.csv")  # what exists is still reported: iteration 0, held-in set only
-    assert len(rows) == 1 and rows[0]["synthetic"] != "" and rows[0]["synthetic_heldout"] == ""
+    assert len(rows) == 1 and rows[0]["synthetic"] != "" and "synthetic_heldout" not in rows[0]
     assert_real_image(out / "efficiency_iter0_synthetic.png")
     assert "missing:" in capsys.readouterr().out

@@ -108,15 +108,20 @@ def _plt():
     return plt
 
 
+def line_style(arm: Arm) -> dict[str, Any]:
+    """Brute force dashed, the control dotted with large markers (its one round would hide under the others)."""
+    return {"linestyle": "--" if arm.is_brute_force else ":" if arm.is_control else "-", "marker": "o",
+            "markersize": 7 if arm.is_control else 3, "label": arm.label}
+
+
 def plot_coverage(runs: list[tuple[Arm, dict]], title: str, path: str | Path) -> Path:
     """Coverage against cumulative samples and against cumulative generated tokens, one line per strategy."""
     plt = _plt()
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
     for arm, stats in runs:
         c = curve(stats)
-        style = "--" if arm.is_brute_force else ":" if arm.is_control else "-"
-        ax_s.plot(c.samples, [100 * v for v in c.coverage], style, marker="o", markersize=3, label=arm.label)
-        ax_t.plot(c.tokens, [100 * v for v in c.coverage], style, marker="o", markersize=3, label=arm.label)
+        ax_s.plot(c.samples, [100 * v for v in c.coverage], **line_style(arm))
+        ax_t.plot(c.tokens, [100 * v for v in c.coverage], **line_style(arm))
     ax_s.set_xlabel("samples generated (cumulative)")
     ax_t.set_xlabel("tokens generated (cumulative)")
     for ax in (ax_s, ax_t):
@@ -145,9 +150,7 @@ def plot_coverage_by_level(runs: list[tuple[Arm, dict]], title: str, path: str |
     for ax, lv in zip(axes.flat, levels):
         for arm, c in curves:
             if lv in c.coverage_by_level:
-                style = "--" if arm.is_brute_force else ":" if arm.is_control else "-"
-                ax.plot(c.tokens, [100 * v for v in c.coverage_by_level[lv]], style, marker="o", markersize=3,
-                        label=arm.label)
+                ax.plot(c.tokens, [100 * v for v in c.coverage_by_level[lv]], **line_style(arm))
         ax.set_title(f"level {lv}")
         ax.set_xlabel("tokens generated (cumulative)")
         ax.set_ylabel("coverage (%)")
