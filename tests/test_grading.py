@@ -151,6 +151,8 @@ MUST_BE_EQUAL = [
     ("True", "True", "theoremqa", None),
     ("yes", "True", "theoremqa", None),
     ("False.", "False", "theoremqa", None),
+    ("Yes, the series converges", "True", "theoremqa", None),
+    ("\\text{True}", "True", "theoremqa", None),
     ("[3, 5]", "[3, 5]", "theoremqa", None),
     ("[3.0, 5.001]", "[3, 5]", "theoremqa", None),
     ("1.3333", "1.33", "theoremqa", None),
@@ -207,6 +209,7 @@ MUST_BE_DIFFERENT = [
     ("B", "d", "mathqa", MATHQA_LIST_TEXT),  # the letter B, not option d's text "b"
     ("True", "False", "theoremqa", None),
     ("no", "True", "theoremqa", None),
+    ("not true", "True", "theoremqa", None),
     ("[3, 5]", "[5, 3]", "theoremqa", None),
     ("[3, 5]", "[3, 5, 7]", "theoremqa", None),
     ("1.5", "1.33", "theoremqa", None),

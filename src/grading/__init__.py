@@ -143,7 +143,8 @@ def _equal_theoremqa(pred: str, gold: str) -> tuple[bool, str]:
     if not p or not g:
         return False, "ok"
     if g.lower() in ("true", "false"):
-        word = re.sub(r"[^a-z]", "", p.lower())
+        plain = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", p).lower()
+        word = re.match(r"[a-z]*", re.sub(r"^[^a-z]+", "", plain)).group(0)  # "Yes, because ..." -> yes
         return _BOOLS.get(word) is (g.lower() == "true"), "ok"
     if re.fullmatch(r"\([a-e]\)", g):
         m = re.fullmatch(r"\(?([a-eA-E])\)?", p)
