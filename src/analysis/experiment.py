@@ -57,6 +57,7 @@ class Arm:
     model_dir: Path | None = None  # the iteration-0 model (perplexities, token counts)
     notes: list[str] = field(default_factory=list)  # what is missing or unreadable
     source: str = ""  # the folder it was read from
+    control: bool | None = None  # the control arm; None: the vanilla strategy (no resampling) is the control
 
     def add_eval(self, iteration: int, dataset: str, items: list[dict]) -> Score:
         """Count one data set's evaluation items (``<dataset>_res.json`` / ``evaluate_dataset``'s first value)."""
@@ -74,7 +75,7 @@ class Arm:
 
     @property
     def is_control(self) -> bool:
-        return self.strategy == CONTROL
+        return self.control if self.control is not None else self.strategy == CONTROL
 
     @property
     def is_brute_force(self) -> bool:

@@ -91,10 +91,12 @@ def pct(x: float) -> float:
 
 def accuracy_table(arms: list[Arm]) -> Table:
     """Accuracy (%) per strategy and iteration on each held-in and held-out set, their averages, and the change
-    of the averages against the control at the same iteration when a control arm is given."""
+    of the averages against the control at the same iteration (the mean over the control's arms, e.g. seeds)
+    when a control arm is given."""
     names = {n for arm in arms for scores in arm.accuracy.values() for n in scores}
     held_in, held_out = ordered_datasets(names)
-    control = next((a for a in arms if a.is_control), None)
+    controls = [a for a in arms if a.is_control]  # several seeds of the control: compare with their mean
+    control = controls[0] if controls else None
     headers = ["strategy", "iteration", *held_in, "held-in avg", *held_out, "held-out avg"]
     if control is not None:
         headers += ["Δ held-in vs control", "Δ held-out vs control"]
@@ -106,12 +108,13 @@ def accuracy_table(arms: list[Arm]) -> Table:
             row += [pct(scores[n].accuracy) if n in scores else None for n in held_in] + [pct(avg_in)]
             row += [pct(scores[n].accuracy) if n in scores else None for n in held_out] + [pct(avg_out)]
             if control is not None:
-                ref = control.accuracy.get(it)
-                if ref is None or arm is control:
+                refs = [c.accuracy[it] for c in controls if it in c.accuracy]
+                if not refs or arm.is_control:
                     row += [None, None]
                 else:
-                    row += [round(pct(avg_in) - pct(mean_accuracy(ref, held_in)), 2),
-                            round(pct(avg_out) - pct(mean_accuracy(ref, held_out)), 2)]
+                    ref_in = sum(mean_accuracy(r, held_in) for r in refs) / len(refs)
+                    ref_out = sum(mean_accuracy(r, held_out) for r in refs) / len(refs)
+                    row += [round(pct(avg_in) - pct(ref_in), 2), round(pct(avg_out) - pct(ref_out), 2)]
             rows.append(row)
     caption = ("Greedy accuracy (%) on each test set; averages are unweighted means over the data sets present "
                "in the row. Held-in: " + (", ".join(held_in) or "none") + "; held-out: " +
