@@ -103,9 +103,9 @@ esac
 if [[ -z "${EXP_NAME:-}" ]]; then
     EXP_NAME="${EXP_TAG}_sample_${SAMPLE_NUM}_correct_${MIN_CORRECT_NUM}_max_${MAX_RESAMPLE_NUM}"
     EXP_NAME+="_orig_${INCLUDE_ORIGINAL}_preiter_${INCLUDE_PRE_ITER}"
-    [[ "$CHECK_RESULT" == true ]] && EXP_NAME+="_check"
-    [[ -n "$MAX_PER_QUESTION" ]] && EXP_NAME+="_cap_${MAX_PER_QUESTION}"
 fi
+# Other settings (CHECK_RESULT, TEMPERATURE, ...) are not in the name (the original's names); changing one reruns
+# the stages whose command it changes and everything downstream. Set EXP_NAME to keep both runs.
 : "${EXP_DIR:=$OUTPUT_DIR/$MODEL_TAG/$EXP_NAME}"
 # The stage templates run as child processes: they must see exactly these settings.
 export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR DATA_DIR DATA_NAME NUM_ITERS \

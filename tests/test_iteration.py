@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "tiny" / "cot_train_state_reset.sh"
-EXP = "tiny_cot/state_reset_sample_2_correct_4_max_8_orig_true_preiter_false_check"
+EXP = "tiny_cot/state_reset_sample_2_correct_4_max_8_orig_true_preiter_false"
 
 
 @pytest.fixture(scope="module")
