@@ -53,12 +53,12 @@ class DemoConfig:
     # --- world ---
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
     n_original: int = field(default=1000, metadata={"help": "original data O: the iteration-0 training set"})
-    n_pool: int = field(default=1500, metadata={"help": "pool P: the queries sampled (gold used as guidance only)"})
-    test_per_level: int = field(default=200, metadata={"help": "test items per level k = 1..6, held-in and held-out"})
+    n_pool: int = field(default=1000, metadata={"help": "pool P: the queries sampled (gold used as guidance only)"})
+    test_per_level: int = field(default=150, metadata={"help": "test items per level k = 1..6, held-in and held-out"})
     train_family: str = field(default="A", metadata={"help": "template family of O (A = the pool's and the held-in "
                                                               "test's; B = the held-out test's)"})
     # --- base model (trained from scratch on O, cached) ---
-    base_steps: int = field(default=2000, metadata={"help": "optimizer steps of the base (past the phase transition)"})
+    base_steps: int = field(default=1500, metadata={"help": "optimizer steps of the base (past the phase transition)"})
     base_lr: float = field(default=4e-3, metadata={"help": "peak learning rate of the base"})
     base_seed: int = field(default=0, metadata={"help": "initialisation and data order of the base"})
     init_model_dir: str = field(default="", metadata={
@@ -69,7 +69,7 @@ class DemoConfig:
     arms: list[str] = field(default_factory=lambda: ["control", "vanilla", "brute_force", "state_reset"],
                             metadata={"help": f"trained arms, among {', '.join(ARMS)}"})
     seeds: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "data-order seeds per arm"})
-    arm_steps: int = field(default=500, metadata={"help": "optimizer steps of every arm (the same for all)"})
+    arm_steps: int = field(default=200, metadata={"help": "optimizer steps of every arm (the same for all)"})
     arm_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the arms"})
     batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step"})
     # --- sampling ---
