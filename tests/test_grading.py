@@ -403,7 +403,7 @@ def test_program_output_is_graded_per_format(printed, gold, dataset, options, co
 def test_long_adversarial_responses_are_graded_fast(response, dataset):
     start = time.monotonic()
     assert not grade_response(response, "1", dataset).correct
-    assert time.monotonic() - start < 3
+    assert time.monotonic() - start < 5  # well under a second on an idle machine; no backtracking blow-up
 
 
 def test_cli_reads_choice_options_from_the_question(tmp_path):
