@@ -417,3 +417,30 @@ def test_cli_reads_choice_options_from_the_question(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["correct"] == 1
+
+
+@pytest.mark.parametrize("file_stem,dataset", [("gsm8k", "gsm8k"), ("svamp", "svamp"), ("theoremqa", "theoremqa"),
+                                               ("aqua_rat", "aqua"), ("mathqa", "mathqa")])
+def test_test_set_golds_grade_correct_when_stated(shared_data, file_stem, dataset):
+    records = load_records(shared_data / "test" / f"{file_stem}.json", "test")
+    results = grade_batch([f"The answer is {r['answer_value']}" for r in records], [r["answer_value"] for r in records],
+                          dataset, options=[r.get("options") for r in records])
+    assert [r["item_id"] for r, g in zip(records, results) if not g.correct] == []
+
+
+@pytest.mark.parametrize("file_stem,dataset", [("aqua_rat", "aqua"), ("mathqa", "mathqa")])
+def test_choice_answers_given_as_option_text(shared_data, file_stem, dataset):
+    """Writing the correct option's text instead of its letter is graded correct, unless two options share it."""
+    from src.grading.extract import parse_options
+
+    records = load_records(shared_data / "test" / f"{file_stem}.json", "test")
+    checked = 0
+    for r in records:
+        options = parse_options(r["options"])
+        text = options[r["answer_value"].upper()]
+        if list(options.values()).count(text) > 1:
+            continue  # ambiguous by construction of the item
+        result = grade_response(f"The answer is {text}", r["answer_value"], dataset, options=r["options"])
+        assert result.correct, (r["item_id"], text, result)
+        checked += 1
+    assert checked >= 0.97 * len(records)  # aqua: 4 of 254 items repeat the right option text
