@@ -33,6 +33,7 @@ import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +238,13 @@ def _make_accelerator(cfg: TrainConfig):
         precision = None if launched else ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported()
                                            else "no")
     log_with = "wandb" if cfg.wandb_log else (None if cfg.report_to == "none" else cfg.report_to)
+    if log_with is not None:
+        from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+        available = {"wandb": is_wandb_available, "tensorboard": is_tensorboard_available}
+        if log_with not in available or not available[log_with]():
+            raise ValueError(f"tracker {log_with!r} is not installed (pip install {log_with}) or not supported "
+                             "(none | tensorboard | wandb)")
     if log_with == "wandb":
         os.environ.setdefault("WANDB_MODE", "offline")  # never needs a network unless the user asks for it
     # Without CUDA, torch.distributed needs the gloo backend for 2+ CPU processes (DeepSpeed included); a single
@@ -326,7 +334,7 @@ def train(cfg: TrainConfig) -> Path:
         batches = epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, epoch, group)[rank::n_proc]
         batches = batches[step_in_epoch * ga:]  # resume: skip what the finished steps consumed
         loader = DataLoader(examples, batch_sampler=batches, num_workers=cfg.num_workers,
-                            collate_fn=lambda b: collate(b, tokenizer.pad_token_id))
+                            collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))  # picklable for workers
         micro_losses, tokens = [], 0
         for batch in loader:
             with accelerator.accumulate(model):
