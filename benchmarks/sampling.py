@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a script from anywhere
 
 
 def main() -> None:
@@ -35,6 +39,8 @@ def main() -> None:
     ap.add_argument("--n8_tokens", type=int, default=64, help="tokens per completion in that comparison")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # vLLM logs to stdout by default, also at exit; keep stdout for the figures so the JSON line stays last.
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
     from src.engine import EngineConfig, build_llm, generate, sampling_params
     from src.prompts import student_prompt

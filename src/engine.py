@@ -1,5 +1,10 @@
 """The vLLM engine: built once per process from an :class:`EngineConfig`, shared by every data set and stage.
 
+    from src.engine import EngineConfig, build_llm, generate, reload_weights, sampling_params
+    llm = build_llm(EngineConfig("output/tiny-model"))
+    generate(llm, ["2 + 2 ="], sampling_params(n=8, temperature=0.7, top_p=1.0, max_tokens=32)).texts
+    reload_weights(llm, "output/tiny/iter_1/model")   # next iteration's (untied) checkpoint, no restart
+
 Never pass a per-request ``SamplingParams(seed=...)``: the CPU build's engine dies on it ("CPU Generator does not
 use offset"); reproducibility comes from the engine seed and a fixed request order.
 
@@ -75,8 +80,12 @@ class Generation:
     """The completions of one ``generate`` call, in prompt order, and how long vLLM took."""
 
     texts: list[list[str]]  # texts[i][j]: completion j of prompt i
-    generated_tokens: int
+    tokens: list[int]  # tokens[i]: generated tokens of prompt i, all its completions together
     seconds: float
+
+    @property
+    def generated_tokens(self) -> int:
+        return sum(self.tokens)
 
 
 def generate(llm, prompts: list[str], params) -> Generation:
@@ -85,7 +94,7 @@ def generate(llm, prompts: list[str], params) -> Generation:
     outputs = llm.generate(prompts, params, use_tqdm=False) if prompts else []
     seconds = time.perf_counter() - start
     texts = [[c.text for c in out.outputs] for out in outputs]
-    tokens = sum(len(c.token_ids) for out in outputs for c in out.outputs)
+    tokens = [sum(len(c.token_ids) for c in out.outputs) for out in outputs]
     return Generation(texts, tokens, seconds)
 
 

@@ -70,6 +70,7 @@ def assert_consistent(out: dict, pool: list[dict], cfg: SamplingConfig) -> None:
     assert rounds[-1]["below_min_correct"] == sum(len(r["correct_pred"]) < cfg.min_correct_num for r in results)
     assert set(rounds[-1]["coverage_by_level"]) == {str(r["level"]) for r in pool}
     assert all(0 < r["generate_seconds"] <= r["wall_seconds"] for r in rounds)
+    assert all(sum(r["generated_tokens_by_level"].values()) == r["generated_tokens"] for r in rounds)
 
 
 # ---- prompts and state-reset cuts (no engine) ---------------------------------------------------------------
@@ -177,6 +178,18 @@ def test_queries_drop_out_at_min_correct_and_the_loop_stops_early(llm, pool):
     only_reachable = run_sampling(llm, reachable, "synthetic", cfg)
     assert [r["below_min_correct"] for r in only_reachable.stats["rounds"]] == [n_r, 0]  # stopped after round 1
     assert len(only_reachable.resample_results) == n_r
+
+
+def test_strategies_can_share_one_initial_round(llm, pool):
+    first = run_sampling(llm, pool, "synthetic", SamplingConfig(max_resample_num=0, sample_num=2,
+                                                                max_new_tokens=16, progress=False))
+    cfg = SamplingConfig(strategy="state_reset", sample_num=2, min_correct_num=100, max_resample_num=5,
+                         max_new_tokens=16, progress=False)
+    cont = run_sampling(llm, [], "synthetic", cfg, initial=first, token_budget=1)
+    assert cont.before_resample == first.before_resample
+    assert [r["pred"][:2] for r in cont.results] == [r["pred"] for r in first.results]
+    assert len(cont.stats["rounds"]) == 2  # a one-token budget is spent by the first resampling round
+    assert all(len(r["pred"]) == 3 for r in cont.results)
 
 
 def test_rerun_into_the_same_folder_replaces_the_files(llm, pool, tmp_path):

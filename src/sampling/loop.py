@@ -81,7 +81,9 @@ class SamplingAborted(RuntimeError):
 
 
 def _round_stats(queries: list[QueryState], cfg: SamplingConfig, round_: int, n_prompts: int, n_samples: int,
-                 tokens: int, wall: float, gen: float, prev: dict | None) -> dict[str, Any]:
+                 tokens_by_query: dict[int, int], wall: float, gen: float, prev: dict | None) -> dict[str, Any]:
+    """One entry of ``sampling_stats.json``'s ``rounds``; ``tokens_by_query``: id(query) -> tokens it generated."""
+    tokens = sum(tokens_by_query.values())
     counts = [q.n_correct for q in queries]
     covered = sum(c > 0 for c in counts)
     stats: dict[str, Any] = {
@@ -96,8 +98,13 @@ def _round_stats(queries: list[QueryState], cfg: SamplingConfig, round_: int, n_
         by_level: dict[str, list[int]] = {}
         for lv, c in zip(levels, counts):
             by_level.setdefault(str(lv), []).append(c > 0)
-        stats["coverage_by_level"] = {lv: sum(v) / len(v) for lv, v in sorted(by_level.items(), key=lambda kv:
-                                                                            int(kv[0]))}
+        order = sorted(by_level, key=int)
+        stats["coverage_by_level"] = {lv: sum(by_level[lv]) / len(by_level[lv]) for lv in order}
+        # tokens per level: what "tokens spent per newly covered hard query" needs
+        tok_level = Counter()
+        for q in queries:
+            tok_level[str(q.record["level"])] += tokens_by_query.get(id(q), 0)
+        stats["generated_tokens_by_level"] = {lv: tok_level[lv] for lv in order}
     stats["cumulative_samples"] = (prev["cumulative_samples"] if prev else 0) + n_samples
     stats["cumulative_generated_tokens"] = (prev["cumulative_generated_tokens"] if prev else 0) + tokens
     return stats
@@ -116,19 +123,25 @@ def _snapshot(queries: list[QueryState], with_history: bool) -> list[dict[str, A
 
 def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, teacher=None,
                  engine_start_seconds: float | None = None,
-                 on_round_end: Callable[[dict[str, Any]], None] | None = None) -> SamplingRun:
+                 on_round_end: Callable[[dict[str, Any]], None] | None = None,
+                 initial: SamplingRun | None = None, token_budget: int | None = None) -> SamplingRun:
     """Sample, grade and resample ``records`` (a pool in the train schema) with ``cfg.strategy``.
 
     ``teacher``: a :class:`src.sampling.teacher.TeacherClient` (teacher_help only). ``on_round_end`` gets each
-    round's stats after it is counted. Raises :class:`SamplingAborted` (with the results so far) when the
-    teacher fails for good.
+    round's stats after it is counted. ``initial``: start from that run's initial samples instead of drawing
+    new ones (``records`` is then ignored), so several strategies can share one initial round.
+    ``token_budget``: also stop once the resampling rounds generated at least this many tokens. Raises
+    :class:`SamplingAborted` (with the results so far) when the teacher fails for good.
     """
     from src.grading import PotExecutor
 
     spec = get_dataset(dataset)
     strategy = get_strategy(cfg.strategy)
     interactive = strategy.name == "teacher_help"
-    queries = [QueryState(dict(r)) for r in records]
+    if initial is not None:
+        queries = [QueryState.from_result(item) for item in initial.before_resample]
+    else:
+        queries = [QueryState(dict(r)) for r in records]
     ctx = StrategyContext(reset_cut=spec.reset_cut, teacher=teacher,
                           tokenizer=llm.get_tokenizer() if strategy.name == "state_reset" else None)
     rounds: list[dict[str, Any]] = []
@@ -136,7 +149,7 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
         "dataset": dataset, "strategy": strategy.name, "mode": cfg.mode, "sample_num": cfg.sample_num,
         "min_correct_num": cfg.min_correct_num, "max_resample_num": cfg.max_resample_num,
         "n_queries": len(queries), "engine_start_seconds": engine_start_seconds, "config": asdict(cfg),
-        "rounds": rounds,
+        "token_budget": token_budget, "rounds": rounds,
     }
     before: list[dict[str, Any]] = []
 
@@ -144,7 +157,8 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
         return SamplingRun(dataset, _snapshot(queries, interactive), before,
                            [item for q in queries for item in q.training_items()], stats)
 
-    def record_round(round_: int, n_prompts: int, n_samples: int, tokens: int, wall: float, gen: float) -> None:
+    def record_round(round_: int, n_prompts: int, n_samples: int, tokens: dict[int, int], wall: float,
+                     gen: float) -> None:
         rounds.append(_round_stats(queries, cfg, round_, n_prompts, n_samples, tokens, wall, gen,
                                    rounds[-1] if rounds else None))
         r = rounds[-1]
@@ -158,18 +172,24 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
     # PoT programs run in one sandbox pool for the whole run (starting a pool per round would cost seconds).
     pool = PotExecutor(workers=cfg.pot_workers) if cfg.mode == "pot" else contextlib.nullcontext()
     with pool as executor:
-        # Round 0: n=sample_num completions per prompt in ONE call (prefix caching shares the prompt's KV).
-        start = time.perf_counter()
-        gen = generate(llm, [prompts.student_prompt(q.question) for q in queries],
-                       sampling_params(cfg.sample_num, cfg.temperature, cfg.top_p, cfg.max_new_tokens))
-        flat_q = [q for q, texts in zip(queries, gen.texts) for _ in texts]
-        flat_r = [t for texts in gen.texts for t in texts]
-        for q, resp, g in zip(flat_q, flat_r, _grade(flat_r, flat_q, dataset, cfg.mode, executor)):
-            q.add(resp, g.pred_value, g.correct, INITIAL, 0)
-        record_round(0, len(queries), len(flat_r), gen.generated_tokens, time.perf_counter() - start, gen.seconds)
-        before = _snapshot(queries, False)
+        if initial is not None:
+            rounds.append(dict(initial.stats["rounds"][0]))
+            before = initial.before_resample
+        else:
+            # Round 0: n=sample_num completions per prompt in ONE call (prefix caching shares the prompt's KV).
+            start = time.perf_counter()
+            gen = generate(llm, [prompts.student_prompt(q.question) for q in queries],
+                           sampling_params(cfg.sample_num, cfg.temperature, cfg.top_p, cfg.max_new_tokens))
+            flat_q = [q for q, texts in zip(queries, gen.texts) for _ in texts]
+            flat_r = [t for texts in gen.texts for t in texts]
+            for q, resp, g in zip(flat_q, flat_r, _grade(flat_r, flat_q, dataset, cfg.mode, executor)):
+                q.add(resp, g.pred_value, g.correct, INITIAL, 0)
+            record_round(0, len(queries), len(flat_r), {id(q): t for q, t in zip(queries, gen.tokens)},
+                         time.perf_counter() - start, gen.seconds)
+            before = _snapshot(queries, False)
 
         params = sampling_params(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+        spent = 0  # tokens generated by the resampling rounds
         bar = tqdm(total=cfg.max_resample_num, desc=f"{dataset} {strategy.name}", disable=not cfg.progress,
                    unit="round")
         try:
@@ -177,6 +197,8 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
                 active = [q for q in queries if q.n_correct < cfg.min_correct_num]
                 if not active:
                     break  # every query has min_correct_num correct samples: stop early
+                if token_budget is not None and spent >= token_budget:
+                    break
                 start = time.perf_counter()
                 ctx.round = round_
                 try:
@@ -194,8 +216,10 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
                     if req.exchange is not None:
                         req.query.history.append({**req.exchange, "revision": resp, "pred_value": g.pred_value,
                                                   "correct": g.correct})
-                record_round(round_, len(requests), len(responses), gen.generated_tokens,
-                             time.perf_counter() - start, gen.seconds)
+                spent += gen.generated_tokens
+                record_round(round_, len(requests), len(responses),
+                             {id(r.query): t for r, t in zip(requests, gen.tokens)}, time.perf_counter() - start,
+                             gen.seconds)
                 bar.update(1)
                 bar.set_postfix(coverage=f"{rounds[-1]['coverage']:.3f}", below=rounds[-1]["below_min_correct"])
         finally:

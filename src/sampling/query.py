@@ -41,6 +41,15 @@ class QueryState:
     def n_correct(self) -> int:
         return sum(s.correct for s in self.samples)
 
+    @classmethod
+    def from_result(cls, item: dict[str, Any]) -> QueryState:
+        """Rebuild a query's initial samples from a ``results_before_resample.json`` item."""
+        q = cls({k: v for k, v in item.items() if k not in _RESULT_FIELDS})
+        correct = set(item["correct_pred"])  # identical texts grade identically, so membership is exact
+        for response, value in zip(item["pred"], item["pred_value"]):
+            q.add(response, value, response in correct, INITIAL, 0)
+        return q
+
     def add(self, response: str, pred_value: str, correct: bool, strategy: str, round_: int) -> Sample:
         sample = Sample(response, pred_value, correct, strategy, round_)
         self.samples.append(sample)
