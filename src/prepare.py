@@ -352,7 +352,8 @@ def load_source(src: Source, split: str, loader: Callable[[str, str | None, str]
             raise
         except Exception as err:  # noqa: BLE001 - a renamed or removed copy: try the next one, report the last
             last = err
-    raise RuntimeError(f"could not load {src.dataset} ({split}) from {[c[0] for c in candidates]}: {last}")
+    raise RuntimeError(f"could not load {src.dataset} ({split}) from {[c[0] for c in candidates]}: {last} "
+                       f"(leave it out with --datasets)")
 
 
 def build_files(cfg: PrepareConfig, loader: Callable[[str, str | None, str], list[dict]] = load_hf_rows,
