@@ -17,6 +17,11 @@ GSI_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$GSI_REPO"  # relative paths in settings are relative to the repository root
 export PYTHONPATH="$GSI_REPO${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
+# vLLM's engine core in the calling process: every request of a generate() call is queued before the first step,
+# so batches (and the seeded sampler's random stream) are the same in every run. With the default separate
+# engine-core process the first steps start while requests still arrive, and two runs with the same seed sample
+# different texts (measured: all 24 queries differed); a resumed run could then not reproduce an uninterrupted one.
+export VLLM_ENABLE_V1_MULTIPROCESSING="${VLLM_ENABLE_V1_MULTIPROCESSING:-0}"
 
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$GSI_REPO/.venv/bin/python" ]]; then PYTHON="$GSI_REPO/.venv/bin/python"; else PYTHON=python; fi
