@@ -158,8 +158,14 @@ class Runner:
             return saved
         t0 = time.perf_counter()
         self.log(f"[run] {name} ...")
+        first = len(self.timeline)
         info = fn(st)
         seconds = time.perf_counter() - t0
+        # engine start-up and weight reloads happen inside the first stage that needs the engine: keep them in
+        # its marker, so the time breakdown survives a rerun that skips the stage
+        for t in self.timeline[first:]:
+            key = f"{t['stage']}_seconds"
+            info[key] = round(info.get(key, 0.0) + t["seconds"], 3)
         self.timeline.append({"stage": name, "cached": False, "seconds": round(seconds, 3)})
         self.log(f"[done] {name} in {seconds:.1f} s")
         return st.finish(seconds, **info)

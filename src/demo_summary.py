@@ -221,13 +221,12 @@ def stage_times(out_dir: Path, timeline: list[dict], wall_seconds: float) -> dic
         elif name.startswith("data "):
             cat["data"] += s["seconds"]
         elif "generate_seconds" in s:
+            # engine start and reloads ran inside this stage (the Runner stores them in its marker)
+            engine = s.get("engine_start_seconds", 0.0) + s.get("reload_weights_seconds", 0.0)
+            cat["engine_start"] += s.get("engine_start_seconds", 0.0)
+            cat["reload_weights"] += s.get("reload_weights_seconds", 0.0)
             cat["generation"] += s["generate_seconds"]
-            cat["grading_and_bookkeeping"] += max(0.0, s["seconds"] - s["generate_seconds"])
-    # engine start and reloads happen inside the first stages that need them: move them out of those
-    for t in timeline:
-        if t["stage"] in ("engine_start", "reload_weights"):
-            cat[t["stage"]] += t["seconds"]
-            cat["grading_and_bookkeeping"] = max(0.0, cat["grading_and_bookkeeping"] - t["seconds"])
+            cat["grading_and_bookkeeping"] += max(0.0, s["seconds"] - s["generate_seconds"] - engine)
     return {"by_category_when_computed": {k: round(v, 1) for k, v in cat.items()},
             "sum_when_computed": round(sum(cat.values()), 1),
             "per_stage_when_computed": per_stage,
