@@ -104,7 +104,10 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
     # base
     base = {TEST_LABEL[ds]: eval_block(_read(out_dir / "eval" / "base" / f"{ds}_res.json"), hard)
             for ds in (HELD_IN, HELD_OUT)}
-    summary["base"] = {"eval": base, "train_seconds": _read(out_dir / "base" / "stage.json")["seconds"]}
+    base_marker = _read(out_dir / "base" / "stage.json")
+    summary["base"] = {"eval": base, "train_seconds": base_marker["seconds"],
+                       # --base_steps 0: the base was trained elsewhere and copied in (its time is not counted)
+                       "copied_from": base_marker.get("copied_from")}
 
     # sampling
     initial_stats = _read(out_dir / "sampling" / "vanilla" / "sampling_stats.json")
