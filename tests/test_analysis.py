@@ -151,15 +151,24 @@ def test_tail_summary_recounts_levels_from_results(report, experiments, syntheti
         assert int(ppl["n"]) == 60 and math.isfinite(float(ppl["mean"])) and float(ppl["mean"]) > 1
 
 
-def test_vanilla_self_generated_data_is_easier_than_the_original(report):
-    """Tail narrowing on a real run: the control's correct samples sit at lower levels than the original data."""
-    rows = read_csv(report / "tail_summary.csv")
+def test_original_rows_recount_the_iteration_0_data(report, experiments, trained_tiny_model_dir):
+    """The original data's row: levels and token lengths recounted from iter_data/synthetic_iter_0.json with the
+    model's tokenizer; its tail share is the share at its own hardest level."""
+    from transformers import AutoTokenizer
 
-    def mean_level(strategy: str, data: str) -> float:
-        return float(next(r["mean"] for r in rows if r["strategy"] == strategy and r["data"] == data
-                          and r["metric"] == "difficulty (level)"))
-
-    assert mean_level("vanilla", "iter 0") < mean_level("vanilla", "original")
+    original = load_records(next(iter(experiments.values())) / "iter_data" / "synthetic_iter_0.json")
+    levels = [r["level"] for r in original]
+    tok = AutoTokenizer.from_pretrained(str(trained_tiny_model_dir))
+    lengths = [len(tok(r["answer_cot"], add_special_tokens=False).input_ids) for r in original]
+    rows = [r for r in read_csv(report / "tail_summary.csv") if r["strategy"] == "state_reset"
+            and r["data"] == "original"]
+    level_row = next(r for r in rows if r["metric"] == "difficulty (level)")
+    length_row = next(r for r in rows if r["metric"] == "length")
+    assert int(level_row["n"]) == len(original)
+    assert float(level_row["mean"]) == pytest.approx(float(np.mean(levels)), rel=1e-9)
+    assert float(level_row["tail share (%)"]) == pytest.approx(100 * levels.count(max(levels)) / len(levels))
+    assert float(length_row["mean"]) == pytest.approx(float(np.mean(lengths)), rel=1e-9)
+    assert float(length_row["q90"]) == pytest.approx(float(np.quantile(lengths, 0.9)), rel=1e-9)
 
 
 def test_perplexity_matches_transformers_within_one_percent(llm, trained_tiny_model_dir):
