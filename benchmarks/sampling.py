@@ -37,6 +37,9 @@ def main() -> None:
     ap.add_argument("--max_new_tokens", type=int, default=128)
     ap.add_argument("--n8_queries", type=int, default=128, help="prompts in the n=8 vs 8-passes comparison")
     ap.add_argument("--n8_tokens", type=int, default=64, help="tokens per completion in that comparison")
+    ap.add_argument("--n8_repeats", type=int, default=3,
+                    help="interleaved repetitions of that comparison; the fastest of each side counts "
+                         "(the machine is shared, so single timings are noisy)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     # vLLM logs to stdout by default, also at exit; keep stdout for the figures so the JSON line stays last.
@@ -77,14 +80,19 @@ def main() -> None:
     one = sampling_params(8, 0.7, 1.0, args.n8_tokens, ignore_eos=True)
     single = sampling_params(1, 0.7, 1.0, args.n8_tokens, ignore_eos=True)
     generate(llm, prompts, single)  # warm the prefix cache for both sides alike
-    one_call = generate(llm, prompts, one)
-    passes = [generate(llm, prompts, single) for _ in range(8)]
-    passes_s = sum(p.seconds for p in passes)
-    assert one_call.generated_tokens == sum(p.generated_tokens for p in passes)
-    print(f"n=8: one call {one_call.seconds:.2f} s, 8 passes {passes_s:.2f} s "
-          f"({one_call.generated_tokens} tokens each way)")
+    one_call_times, passes_times = [], []
+    for _ in range(args.n8_repeats):
+        one_call = generate(llm, prompts, one)
+        passes = [generate(llm, prompts, single) for _ in range(8)]
+        assert one_call.generated_tokens == sum(p.generated_tokens for p in passes)
+        one_call_times.append(one_call.seconds)
+        passes_times.append(sum(p.seconds for p in passes))
+    one_s, passes_s = min(one_call_times), min(passes_times)
+    print(f"n=8: one call {one_s:.2f} s, 8 passes {passes_s:.2f} s (fastest of {args.n8_repeats}; "
+          f"{one_call.generated_tokens} tokens each way; all: {[round(t, 2) for t in one_call_times]} vs "
+          f"{[round(t, 2) for t in passes_times]})")
     print(json.dumps({"efficiency": round(generate_s / stage_wall, 4),
-                      "n8_one_call_vs_8_passes": round(passes_s / one_call.seconds, 3)}))
+                      "n8_one_call_vs_8_passes": round(passes_s / one_s, 3)}))
 
 
 if __name__ == "__main__":
