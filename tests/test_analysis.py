@@ -225,3 +225,29 @@ def test_partial_and_missing_folders_give_a_report(experiments, tmp_path, capsys
     assert len(rows) == 1 and rows[0]["synthetic"] != "" and "synthetic_heldout" not in rows[0]
     assert_real_image(out / "efficiency_iter0_synthetic.png")
     assert "missing:" in capsys.readouterr().out
+
+
+def test_accuracy_table_averages_and_deltas_against_the_control_seeds():
+    """Held-in/held-out averages are unweighted over data sets; deltas compare with the mean of the control's arms
+    (e.g. two seeds) at the same iteration."""
+    from src.analysis import Arm
+    from src.analysis.tables import accuracy_table
+
+    def items(correct: int, n: int) -> list[dict]:
+        return [{"correct": i < correct} for i in range(n)]
+
+    controls = [Arm(f"control s{s}", control=True) for s in (0, 1)]
+    controls[0].add_eval(1, "gsm8k", items(4, 10))
+    controls[1].add_eval(1, "gsm8k", items(6, 10))
+    guided = Arm("state_reset", strategy="state_reset")
+    guided.add_eval(1, "gsm8k", items(7, 10))
+    guided.add_eval(1, "math", items(1, 4))  # held-in average: (70 + 25) / 2, not 8 / 14
+    guided.add_eval(1, "svamp", items(3, 5))
+    table = accuracy_table([guided, *controls])
+    assert table.headers[:6] == ["strategy", "iteration", "gsm8k", "math", "held-in avg", "svamp"]
+    rows = {r[0]: dict(zip(table.headers, r)) for r in table.rows}
+    assert list(rows) == ["control s0 (control)", "control s1 (control)", "state_reset"]
+    row = rows["state_reset"]
+    assert (row["gsm8k"], row["math"], row["held-in avg"], row["svamp"]) == (70.0, 25.0, 47.5, 60.0)
+    assert row["Δ held-in vs control"] == pytest.approx(47.5 - 50.0)
+    assert rows["control s0 (control)"]["math"] is None and "| — |" in table.to_markdown()
