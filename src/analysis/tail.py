@@ -178,6 +178,7 @@ def _histograms(ax, series: dict[str, Sequence[float]], xlabel: str, log: bool =
     lo, hi = min(finite), max(finite)
     if hi <= lo:
         hi = lo + 1
+    log = log and hi / lo > 10  # a log axis only where the values span orders of magnitude
     bins = np.geomspace(lo, hi, 30) if log and lo > 0 else np.linspace(lo, hi, 30)
     for label, vals in series.items():
         vals = [v for v in vals if not math.isnan(v)]
