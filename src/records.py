@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import datasets
 
@@ -116,15 +116,14 @@ def load_dataset(path: str | Path, schema: str | Schema = "train") -> datasets.D
     return datasets.Dataset.from_list(load_records(path, schema))
 
 
-def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write JSON atomically: a temporary file in the same folder, flushed, then renamed over ``path``."""
+def _write_atomically(path: str | Path, write: Callable[[IO[str]], None]) -> Path:
+    """Run ``write`` on a temporary file in the target folder, flush it to disk, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, ensure_ascii=False, indent=indent)
-            fh.write("\n")
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -132,21 +131,18 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write JSON atomically: a crash never leaves a half-written file, and a rerun replaces, never appends."""
+
+    def write(fh: IO[str]) -> None:
+        json.dump(obj, fh, ensure_ascii=False, indent=indent)
+        fh.write("\n")
+
+    return _write_atomically(path, write)
 
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
     """Write JSON lines atomically (whole file replaced, never appended)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return _write_atomically(path, lambda fh: fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
