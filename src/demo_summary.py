@@ -20,6 +20,7 @@ from src.demo_stats import accuracy_block, paired_bootstrap_diff, seed_spread, v
 
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
 TEST_LABEL = {HELD_IN: "held_in", HELD_OUT: "held_out"}
+PHASE_THRESHOLD = 0.4  # base's mean held-in accuracy over k = 2..4 (studies: .21 below, .59-.87 past it)
 SAMPLED = ("state_reset", "answer_driven", "rationale_driven", "brute_force")
 
 
@@ -108,6 +109,10 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
     summary["base"] = {"eval": base, "train_seconds": base_marker["seconds"],
                        # --base_steps 0: the base was trained elsewhere and copied in (its time is not counted)
                        "copied_from": base_marker.get("copied_from")}
+    # A base below its phase transition has (almost) nothing to self-improve from: say so loudly.
+    mid = [base["held_in"]["by_level"][str(k)]["accuracy"] for k in (2, 3, 4) if str(k) in base["held_in"]["by_level"]]
+    summary["base"]["mean_accuracy_k2_4"] = sum(mid) / len(mid) if mid else None
+    summary["base"]["past_phase_transition"] = bool(mid) and sum(mid) / len(mid) >= PHASE_THRESHOLD
 
     # sampling
     initial_stats = _read(out_dir / "sampling" / "vanilla" / "sampling_stats.json")
@@ -301,6 +306,10 @@ def format_table(summary: dict) -> str:
     lines.append("\nVerdicts (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed "
                  "above every seed)")
     lines += ["  " + v for v in summary["verdicts"]]
+    if not summary["base"]["past_phase_transition"]:
+        lines.append(f"\nWARNING: the base's mean held-in accuracy over k = 2..4 is "
+                     f"{summary['base']['mean_accuracy_k2_4']:.2f} < {PHASE_THRESHOLD}: it is below its phase "
+                     "transition and the comparison above says little. Train it longer (--base_steps).")
     t = summary["times"]
     cat = t["by_category_when_computed"]
     lines.append("\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in cat.items())
