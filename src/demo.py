@@ -434,7 +434,8 @@ def write_report(out_dir: Path, cfg: DemoConfig) -> Path:
     arms = []
     for arm in cfg.arms:
         for seed in cfg.seeds:
-            a = Arm(f"{arm} (seed {seed})", strategy=arm if arm != "control" else "", original=original)
+            a = Arm(f"{arm} (seed {seed})", strategy=arm if arm != "control" else "", original=original,
+                    control=arm == "control")  # the demo's control is O alone, not the vanilla strategy
             if arm in sampling_dir:
                 sdir = out_dir / "sampling" / sampling_dir[arm]
                 stats = json.loads((sdir / "sampling_stats.json").read_text())
@@ -452,9 +453,8 @@ def write_report(out_dir: Path, cfg: DemoConfig) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(out_dir / "base" / "model")
     report = build_report(ReportInputs(arms, title="GSI demo: one iteration on the synthetic world",
                                        tokenizer=tokenizer,
-                                       notes=["the analysis calls the vanilla arm its control; the demo's control is "
-                                              "the arm trained on O alone. Iteration 0 = the base model; "
-                                              "iteration 1 = each arm after "
+                                       notes=["the control is the arm trained on O alone. Iteration 0 = the base "
+                                              "model; iteration 1 = each arm after "
                                               f"{cfg.arm_steps} steps from the base; see summary.json for "
                                               "intervals and seed spread"]), out_dir / "report")
     return report.report_md
