@@ -191,6 +191,7 @@ def test_llama3_commands_run_with_the_tiny_model_and_synthetic_data(tmp_path, sy
                               env={**os.environ, "PYTHONPATH": str(REPO)})
         assert proc.returncode == 0, f"{stage}: {proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
 
+    (exp / "iter_data").mkdir(parents=True)  # src.stages creates output folders before a stage runs
     run("data")
     assert (exp / "iter_data" / "synthetic_iter_0.json").read_bytes() == Path(env["ORIGINAL_DATA"]).read_bytes()
     shutil.copytree(trained_tiny_model_dir, it / "model")  # stands in for the train stage's output
