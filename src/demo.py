@@ -89,6 +89,7 @@ class DemoConfig:
         "help": "training threads (0 = torch's default, all cores); 1 is far faster on a machine shared with other "
                 "jobs, where 2 threads spin-wait on each other"})
     report: bool = field(default=True, metadata={"help": "write report.md with src.analysis when available"})
+    progress: bool = field(default=True, metadata={"help": "tqdm bars for training and sampling (not in stage keys)"})
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -247,7 +248,7 @@ class Runner:
                          batch_size=c.batch_size, n_epochs=10_000, max_steps=steps, learning_rate=lr,
                          warmup_step=max(1, steps // 20), lr_scheduler="cosine", adam_beta1=0.9, adam_beta2=0.98,
                          seed=seed, keep_num_ckpt=0, saving_epoch_freq=0, logging_epoch_freq=0,
-                         show_progress=False, resume=False, max_input_length=1024)
+                         show_progress=c.progress, resume=False, max_input_length=1024)
         return train(tc)
 
     def evaluate(self, name: str, model_dir: Path, model_key: Any) -> dict:
@@ -277,7 +278,7 @@ class Runner:
         c = self.cfg
         return SamplingConfig(strategy=strategy, sample_num=c.sample_num, min_correct_num=c.min_correct_num,
                               max_resample_num=rounds, temperature=c.temperature, max_new_tokens=c.max_new_tokens,
-                              progress=False)
+                              progress=c.progress)
 
     def sample(self) -> dict[str, dict]:
         """The initial round (= the vanilla arm's samples), then each resampling strategy continued from it."""

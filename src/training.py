@@ -269,6 +269,9 @@ def train(cfg: TrainConfig) -> Path:
     from torch.utils.data import DataLoader
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # A process group that exists already belongs to someone else (an in-process vLLM engine in the demo and the
+    # tests): training must not destroy it at the end, or vLLM's own shutdown fails at interpreter exit.
+    group_was_ours = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     accelerator = _make_accelerator(cfg)
     model_dir = Path(cfg.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
@@ -384,5 +387,8 @@ def train(cfg: TrainConfig) -> Path:
         final = trainer_state()
         final.update(finished=True, train_seconds=round(time.time() - t_loop, 3))
         write_json(model_dir / "train_log.json", final)
-    accelerator.end_training()
+    for tracker in accelerator.trackers:  # what accelerator.end_training() does, minus a foreign group's teardown
+        tracker.finish()
+    if group_was_ours:
+        accelerator.state.destroy_process_group()
     return out
