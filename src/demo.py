@@ -48,7 +48,7 @@ class DemoConfig:
 
     out_dir: str = field(default="output/demo", metadata={"help": "where every stage writes (cached stages)"})
     scale: str = field(default="default", metadata={
-        "help": "preset: default (make demo, ~20 min), large (more seeds, bigger world), test (minutes); "
+        "help": "preset: default (make demo, 12.5 min on 2 cores), large (more seeds, bigger world), test (minutes); "
                 "explicit flags override the preset", "choices": ["default", "large", "test"]})
     # --- world ---
     world_seed: int = field(default=0, metadata={"help": "seed of the synthetic world"})
