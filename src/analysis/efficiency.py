@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from src.analysis.experiment import Arm
+from src.analysis.figures import pyplot, save_figure
 from src.analysis.tables import Table, arm_order
 
 EPS = 1e-9  # coverage is a ratio of integers; compare with a tolerance
@@ -99,13 +100,6 @@ def efficiency_table(arms: list[Arm]) -> Table:
     return Table("sampling_efficiency", headers, rows, caption)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def line_style(arm: Arm) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def line_style(arm: Arm) -> dict[str, Any]:
 
 def plot_coverage(runs: list[tuple[Arm, dict]], title: str, path: str | Path) -> Path:
     """Coverage against cumulative samples and against cumulative generated tokens, one line per strategy."""
-    plt = _plt()
+    plt = pyplot()
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
     for arm, stats in runs:
         c = curve(stats)
@@ -128,12 +122,7 @@ def plot_coverage(runs: list[tuple[Arm, dict]], title: str, path: str | Path) ->
         ax.set_ylabel("coverage (% of queries with a correct sample)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def plot_coverage_by_level(runs: list[tuple[Arm, dict]], title: str, path: str | Path) -> Path | None:
@@ -143,7 +132,7 @@ def plot_coverage_by_level(runs: list[tuple[Arm, dict]], title: str, path: str |
                     key=lambda s: (int(s) if s.lstrip("-").isdigit() else math.inf, s))
     if not levels:
         return None
-    plt = _plt()
+    plt = pyplot()
     cols = min(3, len(levels))
     rows = math.ceil(len(levels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
@@ -158,9 +147,4 @@ def plot_coverage_by_level(runs: list[tuple[Arm, dict]], title: str, path: str |
     for ax in list(axes.flat)[len(levels):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from src.analysis.figures import pyplot, save_figure
 from src.analysis.perplexity import Pair, PerplexityFn
 
 ORIGINAL = "original"
@@ -144,13 +145,6 @@ def summary_rows(arm_label: str, kind: str, metrics: dict[str, dict[str, list[fl
 # ---------------------------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------------------------
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def _level_shares(values: Sequence[float], levels: list[int]) -> list[float]:
@@ -192,7 +186,7 @@ def _histograms(ax, series: dict[str, Sequence[float]], xlabel: str, log: bool =
 
 def plot_tail(arm_label: str, kind: str, metrics: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
     """One row of panels (difficulty, length, perplexity) comparing the original data with each iteration."""
-    plt = _plt()
+    plt = pyplot()
     present = [m for m in METRICS if any(m in v for v in metrics.values())]
     fig, axes = plt.subplots(1, len(present), figsize=(5.5 * len(present), 4.2), squeeze=False)
     for ax, metric in zip(axes[0], present):
@@ -207,18 +201,13 @@ def plot_tail(arm_label: str, kind: str, metrics: dict[str, dict[str, list[float
             _histograms(ax, series, "perplexity under the iteration-0 model", log=True)
         ax.set_title(metric)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{arm_label}: original data vs self-generated data")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, f"{arm_label}: original data vs self-generated data")
 
 
 def plot_difficulty_by_strategy(kind: str, series: dict[str, Sequence[float]], title: str,
                                 path: str | Path) -> Path:
     """Difficulty shares of the original data and of each strategy's self-generated data, side by side."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     if kind == "level":
         _grouped_bars(ax, series, "difficulty level")
@@ -226,8 +215,4 @@ def plot_difficulty_by_strategy(kind: str, series: dict[str, Sequence[float]], t
         _histograms(ax, series, "reasoning steps (non-empty lines)")
     ax.set_title(title)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
