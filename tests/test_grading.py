@@ -356,20 +356,28 @@ def test_cli_rejects_a_missing_field(tmp_path):
     assert proc.returncode != 0 and "answer_cot" in proc.stderr
 
 
-def test_forked_child_gets_its_own_checker_and_leaves_the_parents_alone():
-    import atexit
-    import os
+FORK_SCENARIO = r"""
+import atexit, os
+from src.grading import answers_equal
+assert answers_equal("\\sqrt{8}", "2\\sqrt{2}", "math")  # the parent's helper is running
+pid = os.fork()
+if pid == 0:  # child: grade, then run the exit handlers as a normal exit would
+    code = 0 if answers_equal("\\sqrt{18}", "3\\sqrt{2}", "math") else 1
+    atexit._run_exitfuncs()
+    os._exit(code)
+_, status = os.waitpid(pid, 0)
+assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status}"
+assert answers_equal("\\sqrt{50}", "5\\sqrt{2}", "math")
+assert not answers_equal("\\sqrt{50}", "5\\sqrt{3}", "math")
+"""
 
-    assert answers_equal("\\sqrt{8}", "2\\sqrt{2}", "math")  # the parent's helper is running
-    pid = os.fork()
-    if pid == 0:  # child: grade, then run the exit handlers as a normal exit would
-        code = 0 if answers_equal("\\sqrt{18}", "3\\sqrt{2}", "math") else 1
-        atexit._run_exitfuncs()
-        os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert answers_equal("\\sqrt{50}", "5\\sqrt{2}", "math")
-    assert not answers_equal("\\sqrt{50}", "5\\sqrt{3}", "math")
+
+def test_forked_child_gets_its_own_checker_and_leaves_the_parents_alone():
+    # A fresh interpreter: this test process may host the session's in-process vLLM engine, whose exit handlers
+    # crash in a forked child; the claim here is about src.grading's own helper processes.
+    proc = subprocess.run([sys.executable, "-c", FORK_SCENARIO], cwd=REPO, capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("printed,gold,dataset,options,correct", [
