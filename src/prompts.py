@@ -11,28 +11,32 @@ STUDENT_TEMPLATE = (
     "### Question:\n{question}\n\n### Your step-by-step answer:\n"
 )
 
+# Exact texts of the original code (SPEC.md "Prompts"), including the space after "{question}" below: the
+# paper's samples were drawn with these bytes, so a rewording changes what the guided rounds produce.
 RATIONALE_DRIVEN_TEMPLATE = (
-    "Below is a math problem and a reference answer. Read the reference answer, then give your own detailed "
-    "step-by-step answer.\n\n"
-    "### Question:\n{question}\n\n### Reference Answer:\n{reference}\n\n### Your step-by-step answer:\n"
+    "Below is a math problem with a reference answer. Using the reference answer as a guide, write your own "
+    "answer.\n\n"
+    "### Question:\n{question} \n\n### Reference Answer:\n{reference}\n\n"
+    "### Your detailed, complete and step-by-step answer:\n"
 )
 
 TEACHER_SYSTEM_PROMPT = (
-    "You are a patient and knowledgeable math teacher. A student has attempted a math problem and made a "
-    "mistake. Compare the student's answer with the correct solution, identify the first incorrect step in the "
-    "student's answer and explain clearly why it is wrong and how to fix it. Be concise."
+    "You're a patient teacher who corrects mistakes and guides students, helping them find the correct answers "
+    "on their own. For the following math problem, the original solution is incorrect. Please identify the "
+    "incorrect step, explain why it is incorrect.\n"
 )
 
+# The "Correct final answer" slot holds the whole gold rationale, as in the original.
 TEACHER_USER_TEMPLATE = (
-    "### Question:\n{question}\n\n### Student's answer:\n{wrong_answer}\n\n### Correct solution:\n{gold}\n\n"
-    "Identify the incorrect step in the student's answer and explain why it is wrong."
+    "### Question:\n{question}\n\n### Student's original wrong answer:\n{wrong_answer}\n\n"
+    "### Correct final answer:\n{gold}\n\n### Your correction:\n"
 )
 
 STUDENT_REVISION_TEMPLATE = (
-    "Below is a math problem, your previous answer and a teacher's feedback on it. Please write a revised, "
-    "complete step-by-step answer.\n\n"
-    "### Question:\n{question}\n\n### Your previous answer:\n{wrong_answer}\n\n"
-    "### Teacher's feedback:\n{feedback}\n\n### Your revised step-by-step answer:\n"
+    "Below is a correction to your previous solution. Review this carefully and use it to revise your solution. "
+    "Ensure that it includes all necessary steps clearly and thoroughly.\n\n"
+    "### Question:\n{question}\n\n### Your original wrong answer:\n{wrong_answer}\n\n"
+    "### Correction and guidance:\n{feedback}\n\n### Your revised, complete step-by-step solution:\n"
 )
 
 POT_EVAL_SUFFIX = " Let's write a program."

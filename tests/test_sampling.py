@@ -84,7 +84,7 @@ def test_guided_prompts_follow_the_spec(pool):
     answer = get_strategy("answer_driven").requests([q], ctx)[0].prompt
     assert answer == plain.replace(rec["question"], f"{rec['question']} {rec['answer_value']}")
     rationale = get_strategy("rationale_driven").requests([q], ctx)[0].prompt
-    assert f"### Question:\n{rec['question']}\n\n### Reference Answer:\n{rec['answer_cot']}\n\n" in rationale
+    assert f"### Question:\n{rec['question']} \n\n### Reference Answer:\n{rec['answer_cot']}\n\n" in rationale
     reset = get_strategy("state_reset").requests([q], ctx)[0]
     first_line = rec["answer_cot"].split("\n")[0] + "\n"
     assert reset.prefix == first_line and reset.prompt == plain + first_line and q.reset_position == 1
