@@ -185,7 +185,6 @@ def test_benchmark_prints_its_summary_line_last():
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"pot_pool_per_s", "pot_per_process_per_s", "ratio", "cot_per_s"} <= set(summary)
     assert summary["pool_correct"] == "40/40" and summary["per_process_correct"] == "6/6"
-    assert summary["ratio"] > 2  # even a short run shows the warm pool well ahead of a process per program
 
 
 def test_cli_grades_programs(tmp_path):
