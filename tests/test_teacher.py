@@ -1,5 +1,6 @@
 """The interactive strategy against a real OpenAI-compatible server (vLLM's api_server serving the tiny model on
-127.0.0.1), including a server that goes away mid-run.
+127.0.0.1), including a server that goes away mid-run, and the preflight check of the endpoint (a real HTTP server
+serving another model name, a closed port) before anything is sampled.
 
     .venv/bin/python -m pytest -x -q tests/test_teacher.py
 """
@@ -12,16 +13,27 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from src.records import load_records
-from src.sampling import OUTPUT_FILES, SamplingAborted, SamplingConfig, TeacherClient, TeacherConfig, run_sampling
+from src.sampling import (
+    OUTPUT_FILES,
+    SamplingAborted,
+    SamplingConfig,
+    TeacherClient,
+    TeacherConfig,
+    TeacherError,
+    run_sampling,
+)
 from src.sampling.cli import sample_and_save
 
 SERVED_NAME = "tiny-teacher"
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _free_port() -> int:
@@ -128,3 +140,73 @@ def test_server_stopped_mid_run_retries_then_fails_and_keeps_results(llm, teache
     stats = out["sampling_stats.json"]
     assert [r["round"] for r in stats["rounds"]] == [0, 1] and "round 2" in stats["aborted"]
     assert len(out["results_before_resample.json"]) == len(pool)
+
+
+# ------------------------------------------------------------------------------------------------ preflight
+class _ModelList(BaseHTTPRequestHandler):
+    """An OpenAI-compatible model list serving one model under its path (vLLM's default without
+    --served-model-name); every request is recorded."""
+
+    served = "/models/Meta-Llama-3-70B-Instruct"
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        type(self).requests.append(self.path)
+        if self.path != "/v1/models":
+            self.send_error(404)
+            return
+        body = json.dumps({"object": "list", "data": [{"id": self.served, "object": "model"}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def model_list_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ModelList)
+    _ModelList.requests = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_preflight_names_the_served_model_when_the_name_differs(model_list_server):
+    cfg = TeacherConfig(teacher_model="meta-llama/Meta-Llama-3-70B-Instruct", teacher_base_url=model_list_server,
+                        teacher_preflight_timeout=5)
+    with pytest.raises(TeacherError) as err:
+        TeacherClient(cfg)
+    message = str(err.value)
+    assert "/models/Meta-Llama-3-70B-Instruct" in message and "meta-llama/Meta-Llama-3-70B-Instruct" in message
+    assert "--served-model-name" in message and model_list_server in message
+    assert _ModelList.requests == ["/v1/models"]  # one look at the model list, no completion attempted
+    # the served name passes
+    TeacherClient(TeacherConfig(teacher_model=_ModelList.served, teacher_base_url=model_list_server)).close()
+
+
+def test_preflight_fails_fast_on_a_closed_port():
+    port = _free_port()  # bound and released: nothing listens there
+    cfg = TeacherConfig(teacher_model=SERVED_NAME, teacher_base_url=f"http://127.0.0.1:{port}/v1",
+                        teacher_preflight_timeout=5)
+    with pytest.raises(TeacherError) as err:
+        TeacherClient(cfg)
+    assert f"127.0.0.1:{port}/v1/models does not answer" in str(err.value) and "TEACHER_PORT" in str(err.value)
+
+
+def test_teacher_cli_stops_before_the_engine_on_a_closed_port(synthetic_dir, tmp_path):
+    port = _free_port()
+    cmd = [sys.executable, "inference_teacher_help.py", "--model_name_or_path", str(tmp_path / "no_model"),
+           "--inference_data_file", str(synthetic_dir / "inference" / "cot" / "synthetic.json"),
+           "--dataset_name", "synthetic", "--results_path", str(tmp_path / "out"),
+           "--teacher_model", SERVED_NAME, "--teacher_base_url", f"http://127.0.0.1:{port}/v1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode != 0
+    assert f"127.0.0.1:{port}/v1/models does not answer" in proc.stderr.splitlines()[-1]
+    assert "engine started" not in proc.stderr and not (tmp_path / "out").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 from src.engine import EngineConfig, build_llm
 from src.records import load_records
 from src.sampling.loop import SamplingAborted, SamplingConfig, SamplingRun, run_sampling, write_sampling_outputs
-from src.sampling.teacher import TeacherClient, TeacherConfig
+from src.sampling.teacher import TeacherClient, TeacherConfig, TeacherError
 
 log = logging.getLogger("src.sampling")
 
@@ -65,7 +65,10 @@ def main(strategy: str, argv: list[str] | None = None) -> list[SamplingRun]:
 
     # Validate every input before the (slow) engine start.
     pools = [(name, load_records(path, "train")) for path, name in zip(data.inference_data_file, data.dataset_name)]
-    teacher = TeacherClient(rest[0]) if rest else None
+    try:  # the teacher's endpoint and model name are checked here, before the engine starts
+        teacher = TeacherClient(rest[0]) if rest else None
+    except TeacherError as err:
+        sys.exit(f"error: {err}")
     start = time.perf_counter()
     llm = build_llm(engine_cfg)
     engine_start = time.perf_counter() - start

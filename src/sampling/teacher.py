@@ -4,6 +4,11 @@
     OPENAI_API_KEY=EMPTY python inference_teacher_help.py --teacher_model meta-llama/Meta-Llama-3-70B-Instruct \
         --teacher_base_url http://127.0.0.1:8000/v1 ...
 
+Before anything is sampled, :func:`preflight` asks the endpoint for its model list (``GET <base_url>/models``,
+a short timeout, no retries): a closed port or a wrong model name fails in seconds with a message saying what to
+fix, instead of a 404 after the whole initial round (vLLM serves a model under its ``--model`` path unless
+``--served-model-name`` says otherwise).
+
 Requests go out concurrently (at most ``teacher_max_concurrency`` at a time, one thread each); every request has
 a timeout and is retried with exponential back-off by the ``openai`` client itself (0.5 s doubling, capped at
 8 s, with jitter). When a request still fails, :class:`TeacherError` says which endpoint failed and why.
@@ -11,7 +16,10 @@ a timeout and is retried with exponential back-off by the ``openai`` client itse
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -35,20 +43,59 @@ class TeacherConfig:
     teacher_timeout: float = field(default=120.0, metadata={"help": "seconds per teacher request"})
     teacher_max_retries: int = field(default=4, metadata={
         "help": "retries per request on connection errors, timeouts, 429 and 5xx (exponential back-off)"})
+    teacher_preflight_timeout: float = field(default=10.0, metadata={
+        "help": "seconds for the check of the endpoint's model list before sampling (0 = skip the check)"})
+
+
+def _api_key(cfg: TeacherConfig) -> str:
+    # A local OpenAI-compatible server ignores the key; the client still insists on one.
+    return os.environ.get(cfg.teacher_api_key_env) or "EMPTY"
+
+
+def preflight(cfg: TeacherConfig) -> list[str]:
+    """Check that ``cfg.teacher_base_url`` answers and serves ``cfg.teacher_model``; return the served names.
+
+    Raises :class:`TeacherError` naming the URL and what to change (port, model name).
+    """
+    url = cfg.teacher_base_url.rstrip("/") + "/models"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {_api_key(cfg)}"})
+    try:
+        with urllib.request.urlopen(request, timeout=cfg.teacher_preflight_timeout) as resp:
+            listing = json.loads(resp.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        raise TeacherError(f"teacher endpoint {url} answered HTTP {err.code}; --teacher_base_url must be the "
+                           "OpenAI-compatible base URL ending in /v1") from err
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise TeacherError(f"teacher endpoint {url} does not answer ({reason}); start the teacher server first or "
+                           "fix --teacher_base_url (scripts: TEACHER_PORT / TEACHER_BASE_URL)") from err
+    except json.JSONDecodeError as err:
+        raise TeacherError(f"teacher endpoint {url} did not return JSON; is it an OpenAI-compatible server?") \
+            from err
+    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)] \
+        if isinstance(listing, dict) else []
+    if cfg.teacher_model not in served:
+        raise TeacherError(f"teacher endpoint {url} serves {served}, not {cfg.teacher_model!r}; pass the served "
+                           "name as --teacher_model (scripts: TEACHER_MODEL) or start the server with "
+                           f"--served-model-name {cfg.teacher_model}")
+    return served
 
 
 class TeacherClient:
-    """Critiques wrong attempts: ``critique_many(list of chat messages) -> list of feedback texts``."""
+    """Critiques wrong attempts: ``critique_many(list of chat messages) -> list of feedback texts``.
+
+    Construction runs :func:`preflight` (unless ``teacher_preflight_timeout`` is 0), so a bad endpoint fails here.
+    """
 
     def __init__(self, cfg: TeacherConfig):
         from openai import OpenAI
 
         if not cfg.teacher_model:
             raise ValueError("the interactive strategy needs --teacher_model (the served model's name)")
+        if cfg.teacher_preflight_timeout > 0:
+            preflight(cfg)
         self.cfg = cfg
-        # A local OpenAI-compatible server ignores the key; the client still insists on one.
-        api_key = os.environ.get(cfg.teacher_api_key_env) or "EMPTY"
-        self.client = OpenAI(base_url=cfg.teacher_base_url, api_key=api_key, timeout=cfg.teacher_timeout,
+        self.client = OpenAI(base_url=cfg.teacher_base_url, api_key=_api_key(cfg), timeout=cfg.teacher_timeout,
                              max_retries=cfg.teacher_max_retries)
 
     def critique(self, messages: list[dict[str, str]]) -> str:
