@@ -396,6 +396,13 @@ class GenerateConfig:
     check_result: bool = field(default=False, metadata={
         "help": "keep only samples whose calculator chain computes and holds together (process check)"})
     max_per_question: int | None = field(default=None, metadata={"help": "keep at most this many per question"})
+    # --format dpo: preference pairs for Self-Refine Instruction-Tuning's DPO stage (src/pairs.py)
+    format: str = field(default="sft", metadata={
+        "help": "sft: next-iteration training data; dpo: preference pairs (src/pairs.py)", "choices": ["sft", "dpo"]})
+    pair_mode: str = field(default="mixed", metadata={
+        "help": "dpo: self (correct vs wrong student sample), teacher (gold demonstration vs wrong sample), "
+                "mixed (self, or teacher when no student sample is correct)", "choices": ["self", "teacher", "mixed"]})
+    max_pairs_per_question: int = field(default=2, metadata={"help": "dpo: at most this many pairs per question"})
 
 
 def counts_path(next_iter_data_path: str | Path) -> Path:
@@ -408,6 +415,10 @@ def generate_next_iteration(cfg: GenerateConfig) -> Counts:
     """Load and validate every input, build the data, then write data + counts (nothing on bad input)."""
     from src.records import write_json
 
+    if cfg.format == "dpo":
+        from src.pairs import generate_pairs
+
+        return generate_pairs(cfg)
     if cfg.max_per_question is not None and cfg.max_per_question < 1:
         raise RecordError(f"--max_per_question must be >= 1, got {cfg.max_per_question}")
     original = pre_iter = None
