@@ -5,13 +5,14 @@
     python -m src.stages report EXP            # where the time of every iteration went
 
 ``run`` skips the stage when its marker exists, the command (settings) is the same, every input still has the
-recorded sha256 and every output still exists with the recorded sha256. Otherwise it deletes the outputs (a
-half-written folder of a killed run never mixes with the new one: the original scripts appended to result files,
-so retries duplicated records), runs the command (output to the terminal and the log), and on success writes the
-marker atomically: inputs and outputs with their sha256, wall seconds and, for vLLM stages, the engine start-up
-seconds read from the outputs (``metrics.json``/``sampling_stats.json``). A stage killed before its marker is
-written is simply redone, and because every later stage lists the earlier outputs as inputs, a redone stage whose
-outputs changed makes the later stages run again too.
+recorded fingerprint and every output still exists with the recorded fingerprint (sha256 of data files; weight
+files by size and modification time, so model folders are never re-read: :func:`fingerprint_path`). Otherwise
+it deletes the outputs (a half-written folder of a killed run never mixes with the new one: the original scripts
+appended to result files, so retries duplicated records), runs the command (output to the terminal and the log),
+and on success writes the marker atomically: inputs and outputs with their fingerprints, wall seconds and, for
+vLLM stages, the engine start-up seconds read from the outputs (``metrics.json``/``sampling_stats.json``). A
+stage killed before its marker is written is simply redone, and because every later stage lists the earlier
+outputs as inputs, a redone stage whose outputs changed makes the later stages run again too.
 
 ``--resumable`` paths (the trainer's checkpoints) survive a rerun when the interrupted attempt consumed the same
 inputs, so a long training job continues where it stopped; with other inputs they are deleted too.
@@ -53,19 +54,35 @@ def write_json(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def sha256_path(path: str | Path) -> str:
-    """sha256 of a file, or of a folder as the sorted list of (relative path, sha256) of the files under it."""
+# Weight and optimizer-state files (GBs each) are fingerprinted by size and modification time instead of their
+# bytes: hashing a 16 GB model folder on every run and skip check reads tens of GB per iteration on NFS/Lustre.
+# A rewrite changes the mtime (and usually the size); the small files beside them (config.json, the safetensors
+# index, tokenizer files) and every data file are still hashed in full.
+STAT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".pkl", ".npy", ".msgpack", ".h5")
+
+
+def file_fingerprint(path: Path) -> str:
+    """``stat:<size>:<mtime_ns>`` for a weight file (never read), else the file's sha256."""
+    if path.name.endswith(STAT_SUFFIXES):
+        st = path.stat()
+        return f"stat:{st.st_size}:{st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fingerprint_path(path: str | Path) -> str:
+    """Fingerprint of a file (:func:`file_fingerprint`), or of a folder: sha256 of the sorted list of
+    (relative path, file fingerprint) of the files under it."""
     path = Path(path)
     if path.is_file():
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            while chunk := fh.read(_CHUNK):
-                h.update(chunk)
-        return h.hexdigest()
+        return file_fingerprint(path)
     if path.is_dir():
         h = hashlib.sha256(b"dir\n")
         for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(f"{file.relative_to(path).as_posix()}\0{sha256_path(file)}\n".encode())
+            h.update(f"{file.relative_to(path).as_posix()}\0{file_fingerprint(file)}\n".encode())
         return h.hexdigest()
     raise FileNotFoundError(f"{path}: not found")
 
@@ -81,7 +98,7 @@ def path_key(path: str | Path, root: str | Path | None) -> str:
 
 
 def hashes(paths: list[str], root: str | Path | None = None) -> dict[str, str]:
-    return {path_key(p, root): sha256_path(p) for p in paths}
+    return {path_key(p, root): fingerprint_path(p) for p in paths}
 
 
 def _resolve(key: str, root: str | Path | None) -> Path:
@@ -102,8 +119,8 @@ class StageRecord:
 
     stage: str
     command: list[str]
-    consumed: dict[str, str]  # input path -> sha256
-    produced: dict[str, str]  # output path -> sha256
+    consumed: dict[str, str]  # input path -> fingerprint (fingerprint_path)
+    produced: dict[str, str]  # output path -> fingerprint
     wall_seconds: float
     engine_start_seconds: float | None = None
     attempts: int = 1
@@ -151,7 +168,7 @@ def why_not_done(marker: str | Path, inputs: list[str], outputs: list[str], root
         path = _resolve(key, root)
         if not path.exists():
             return f"{path} is missing"
-        if sha256_path(path) != digest:
+        if fingerprint_path(path) != digest:
             return f"{path} changed since the stage ran"
     return None
 
