@@ -403,6 +403,23 @@ class GenerateConfig:
         "help": "dpo: self (correct vs wrong student sample), teacher (gold demonstration vs wrong sample), "
                 "mixed (self, or teacher when no student sample is correct)", "choices": ["self", "teacher", "mixed"]})
     max_pairs_per_question: int = field(default=2, metadata={"help": "dpo: at most this many pairs per question"})
+    # IWSI (src/iwsi.py): vote labels and the distribution-shift filter
+    correctness: str = field(default="label", metadata={
+        "help": "label: a sample is correct when it reaches the gold answer; vote: when it reaches its question's "
+                "majority answer (no gold labels)", "choices": ["label", "vote"]})
+    ds_filter: bool = field(default=False, metadata={"help": "IWSI: drop the most distribution-shifted samples"})
+    ds_valid: str | None = field(default=None, metadata={"help": "IWSI: labelled valid records (disjoint questions)"})
+    ds_model: str | None = field(default=None, metadata={"help": "IWSI: the frozen pre-trained model scoring losses"})
+    ds_policy_model: str | None = field(default=None, metadata={
+        "help": "IWSI: the sampling model; its tokenizer must equal the DS model's"})
+    keep_fraction: float = field(default=0.8, metadata={"help": "IWSI: keep floor(k*n) samples with the lowest DS"})
+    ds_span: str = field(default="full", metadata={
+        "help": "IWSI: full ('Q: ..\\nA: ..', the official code) or rationale (under the student prompt)",
+        "choices": ["full", "rationale"]})
+    ds_reference_clip: bool = field(default=False, metadata={
+        "help": "IWSI: the official clipping (w' to [0, 2], 1/w' capped at 5)"})
+    ds_batch_size: int = field(default=8, metadata={"help": "IWSI: sequences per forward pass"})
+    ds_max_length: int = field(default=1024, metadata={"help": "IWSI: truncate scored sequences to this length"})
 
 
 def counts_path(next_iter_data_path: str | Path) -> Path:
@@ -413,6 +430,7 @@ def counts_path(next_iter_data_path: str | Path) -> Path:
 
 def generate_next_iteration(cfg: GenerateConfig) -> Counts:
     """Load and validate every input, build the data, then write data + counts (nothing on bad input)."""
+    from src.iwsi import IwsiStep
     from src.records import write_json
 
     if cfg.format == "dpo":
@@ -431,11 +449,15 @@ def generate_next_iteration(cfg: GenerateConfig) -> Counts:
             raise RecordError("--include_pre_iter_data needs --pre_iter_data_path")
         pre_iter = load_records(cfg.pre_iter_data_path, "train")
     sampled = load_sampled(cfg.cur_sampled_data_path)
+    iwsi = IwsiStep(cfg)  # IWSI: vote labels, DS filter and sidecar (src/iwsi.py); a no-op by default
+    sampled = iwsi.prepare(sampled)
     records, counts = build_next_iteration(sampled, FilterConfig(cfg.check_result, cfg.max_per_question),
                                            original, pre_iter)
+    records = iwsi.filter(records, counts)
     if not records:
         raise RecordError(f"{cfg.next_iter_data_path}: no training record survived "
                           f"(counts: {counts.total}); refusing to write an empty data file")
     write_json(cfg.next_iter_data_path, records)
     write_json(counts_path(cfg.next_iter_data_path), counts.to_json())
+    iwsi.write(cfg.next_iter_data_path)
     return counts
