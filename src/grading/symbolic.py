@@ -4,9 +4,10 @@
 wall time by killing the helper; the guards below additionally refuse to evaluate huge powers and factorials
 (``10^{10^{10}}``, ``99999!``), which keeps the helper alive for the next request in the common case.
 
-LaTeX is translated to sympy syntax by a small hand-written converter (fractions, roots, powers, pi, infinity,
-trig/log names, implicit multiplication): sympy's own ``parse_latex`` needs antlr4 (not installed) or a lark
-grammar that rejects common answer forms such as ``\\frac12`` and ``2\\sqrt3``.
+Answers are parsed by :mod:`src.grading.mathparse`, a whitelist tokenizer and recursive-descent parser that
+builds sympy objects through constructors and never evaluates the text (sympy's ``parse_expr``/``sympify`` run
+``eval`` on it, so a model answer ``exec(...)`` would run as code). sympy's own ``parse_latex`` needs antlr4
+(not installed) or a lark grammar that rejects common answer forms such as ``\\frac12`` and ``2\\sqrt3``.
 """
 
 from __future__ import annotations
@@ -14,111 +15,22 @@ from __future__ import annotations
 import math
 import random
 import re
-from typing import Any
 
 import sympy
-from sympy.parsing.sympy_parser import (
-    convert_xor,
-    factorial_notation,
-    implicit_multiplication,
-    parse_expr,
-    standard_transformations,
-)
 
 from src.grading.compare import normalize_math
+from src.grading.mathparse import Unsupported, parse
 
 MAX_EXPONENT = 10_000  # largest |exponent| (or resulting digit count) we agree to evaluate
 MAX_FACTORIAL = 2_000
-NUMERIC_REL_TOL = 1e-9  # two closed-form answers are equal when they agree to 9 significant digits
-
-_TRANSFORMS = standard_transformations + (implicit_multiplication, convert_xor, factorial_notation)
-_FUNCS = {"sqrt": sympy.sqrt, "log": sympy.log, "ln": sympy.log, "exp": sympy.exp, "sin": sympy.sin,
-          "cos": sympy.cos, "tan": sympy.tan, "cot": sympy.cot, "sec": sympy.sec, "csc": sympy.csc,
-          "arcsin": sympy.asin, "arccos": sympy.acos, "arctan": sympy.atan, "factorial": sympy.factorial,
-          "binomial": sympy.binomial, "pi": sympy.pi, "oo": sympy.oo, "I": sympy.I, "E": sympy.E,
-          "Abs": sympy.Abs}
-_GREEK = ("alpha", "beta", "gamma", "delta", "theta", "phi", "varphi", "psi", "omega", "lambda", "mu", "sigma",
-          "rho", "tau", "epsilon", "eta", "kappa", "nu", "xi", "zeta", "chi")
-_COMMANDS = {"\\cdot": "*", "\\times": "*", "\\div": "/", "\\infty": "oo", "\\pi": "pi", "\\ln": "log",
-             "\\log": "log", "\\exp": "exp", "\\sin": "sin", "\\cos": "cos", "\\tan": "tan", "\\cot": "cot",
-             "\\sec": "sec", "\\csc": "csc", "\\arcsin": "arcsin", "\\arccos": "arccos", "\\arctan": "arctan",
-             "\\le": "<=", "\\ge": ">=", "\\leq": "<=", "\\geq": ">=", "\\neq": "!="}
-
-
-class Unsupported(ValueError):
-    """The answer cannot be compared symbolically (unknown LaTeX, or too large to evaluate safely)."""
+NUMERIC_REL_TOL = 1e-9  # an answer with a decimal number: equal when it agrees to 9 significant digits
+EXACT_DIGITS = 50  # exact closed forms are evaluated to this many digits ...
+EXACT_REL_TOL = 1e-40  # ... and must agree to 40 of them (rational numbers: exactly)
 
 
 def warm_up() -> None:
     """Pay sympy's import and first-parse cost at helper start-up, not in the first request's deadline."""
     _equal_expr(_to_expr("\\frac{1}{2}+x"), _to_expr("0.5+x"))
-
-
-def _brace_group(s: str, i: int) -> tuple[str, int]:
-    """The balanced ``{...}`` group starting at ``s[i]`` (or one character) and the index after it."""
-    if i >= len(s):
-        raise Unsupported("missing argument")
-    if s[i] != "{":
-        return s[i], i + 1
-    depth = 0
-    for j in range(i, len(s)):
-        depth += s[j] == "{"
-        depth -= s[j] == "}"
-        if depth == 0:
-            return s[i + 1:j], j + 1
-    raise Unsupported("unbalanced braces")
-
-
-def _latex_to_python(s: str) -> str:
-    """Translate a normalised LaTeX expression into sympy's Python-like syntax."""
-    out: list[str] = []
-    i = 0
-    while i < len(s):
-        if s.startswith("\\frac", i) or s.startswith("\\binom", i):
-            name = "frac" if s.startswith("\\frac", i) else "binom"
-            num, j = _brace_group(s, i + len(name) + 1)
-            den, j = _brace_group(s, j)
-            a, b = _latex_to_python(num), _latex_to_python(den)
-            out.append(f"(({a})/({b}))" if name == "frac" else f"binomial({a},{b})")
-            i = j
-        elif s.startswith("\\sqrt", i):
-            j = i + 5
-            if j < len(s) and s[j] == "[":
-                k = s.index("]", j)
-                index = _latex_to_python(s[j + 1:k])
-                arg, j = _brace_group(s, k + 1)
-                out.append(f"(({_latex_to_python(arg)})**(1/({index})))")
-            elif j < len(s) and s[j] == "(":
-                out.append("sqrt")  # \sqrt(2): the parenthesis follows as written
-            else:
-                arg, j = _brace_group(s, j)
-                out.append(f"sqrt({_latex_to_python(arg)})")
-            i = j
-        elif s[i] == "\\":
-            m = re.match(r"\\([A-Za-z]+)", s[i:])
-            if not m:
-                raise Unsupported(f"stray backslash in {s!r}")
-            cmd = "\\" + m.group(1)
-            if cmd in _COMMANDS:
-                out.append(" " + _COMMANDS[cmd] + " ")
-            elif m.group(1) in _GREEK:
-                out.append(" " + m.group(1) + " ")
-            else:
-                raise Unsupported(f"unknown command {cmd}")
-            i += len(cmd)
-        elif s[i] == "{":
-            out.append("(")
-            i += 1
-        elif s[i] == "}":
-            out.append(")")
-            i += 1
-        elif s[i] == "^":
-            out.append("**")
-            i += 1
-        else:
-            out.append(s[i])
-            i += 1
-    return "".join(out)
 
 
 def _check_size(expr: sympy.Basic) -> None:
@@ -146,39 +58,39 @@ def _check_size(expr: sympy.Basic) -> None:
 def _to_expr(s: str) -> sympy.Basic:
     # a whole number right before a numeric fraction is a mixed number: 2\frac{1}{2} = 5/2, not 2 * 1/2
     s = re.sub(r"(?<![\w.^{])(\d+)\\frac\{(\d+)\}\{(\d+)\}", r"(\1+\\frac{\2}{\3})", s)
-    py = _latex_to_python(s)
-    if not py.strip():
-        raise Unsupported("empty")
-    names: dict[str, Any] = dict(_FUNCS)
-    names["i"] = sympy.I
-    for letter in "abcdfghjklmnopqrstuvwxyzABCDFGHJKLMNOPQRSTUVWXYZ":
-        names.setdefault(letter, sympy.Symbol(letter))
-    names["e"] = sympy.E
-    for g in _GREEK:
-        names[g] = sympy.Symbol(g)
-    try:
-        expr = parse_expr(py, local_dict=names, transformations=_TRANSFORMS, evaluate=False)
-    except Exception as err:  # sympy raises many types (SyntaxError, TokenError, TypeError...)
-        raise Unsupported(f"cannot parse {py!r}: {err}") from None
-    if not isinstance(expr, sympy.Basic):
-        raise Unsupported("not an expression")
+    expr = parse(s)  # never evaluates the text: see src.grading.mathparse
     _check_size(expr)
     return expr
 
 
-def _close(a: complex, b: complex) -> bool:
-    if a == b:
+def _value(expr: sympy.Basic) -> sympy.Expr:
+    """A numeric expression evaluated to EXACT_DIGITS digits (mpmath floats: 1e400 does not overflow to inf)."""
+    return sympy.N(expr, EXACT_DIGITS)
+
+
+def _numbers_equal(a: sympy.Basic, b: sympy.Basic) -> bool:
+    """Two numeric expressions (no free symbols) are equal: exactly when both are rational numbers
+    (``10^{-20} != 0``, ``1+10^{-12} != 1``); to EXACT_REL_TOL for exact irrational forms; to NUMERIC_REL_TOL of
+    the gold when a decimal number was written (only printing noise is absorbed); infinities only to themselves."""
+    exact = not (a.has(sympy.Float) or b.has(sympy.Float))
+    if exact:
+        ra, rb = a.doit(), b.doit()
+        if ra.is_Rational and rb.is_Rational:
+            return bool(ra == rb)
+    va, vb = _value(a), _value(b)
+    if va == vb:
         return True
-    if not (math.isfinite(abs(a)) and math.isfinite(abs(b))):
+    if not (va.is_finite and vb.is_finite):
         return False
-    return abs(a - b) <= NUMERIC_REL_TOL * max(1.0, abs(b))
+    if exact:
+        return bool(abs(va - vb) <= EXACT_REL_TOL * max(1, abs(va), abs(vb)))
+    return bool(abs(va - vb) <= NUMERIC_REL_TOL * max(1, abs(vb)))
 
 
-def _value(expr: sympy.Basic, subs: dict | None = None) -> complex:
-    val = sympy.N(expr.subs(subs) if subs else expr, 30)
-    if val in (sympy.oo, -sympy.oo, sympy.zoo):
-        return complex(float(val), 0) if val != sympy.zoo else complex(math.inf, math.inf)
-    return complex(val)
+def _points(symbols: list, seed: int) -> list[dict]:
+    """Three random rational points: exact symbolic simplification can take unbounded time."""
+    rng = random.Random(seed)
+    return [{sym: sympy.Rational(rng.randint(11, 97), rng.randint(7, 13)) for sym in symbols} for _ in range(3)]
 
 
 def _equal_expr(a: sympy.Basic, b: sympy.Basic) -> bool:
@@ -188,15 +100,13 @@ def _equal_expr(a: sympy.Basic, b: sympy.Basic) -> bool:
         return _equal_expr(a.lhs - a.rhs, b.lhs - b.rhs) or _equal_expr(a.lhs, b.lhs) and _equal_expr(a.rhs, b.rhs)
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
-        return _close(_value(a), _value(b))
-    rng = random.Random(0)
-    for _ in range(3):  # random points: exact symbolic simplification can take unbounded time
-        point = {sym: sympy.Rational(rng.randint(11, 97), rng.randint(7, 13)) for sym in symbols}
+        return _numbers_equal(a, b)
+    for point in _points(symbols, 0):
         try:
-            va, vb = _value(a, point), _value(b, point)
+            same = _numbers_equal(a.subs(point), b.subs(point))
         except (TypeError, ValueError, ZeroDivisionError):
             return sympy.simplify(a - b) == 0
-        if not _close(va, vb):
+        if not same:
             return False
     return True
 
@@ -310,20 +220,19 @@ def equal(pred: str, gold: str) -> bool:
 
 def _proportional(a: sympy.Basic, b: sympy.Basic) -> bool:
     """``a == c * b`` for one constant ``c != 0`` (checked at random points, like :func:`_equal_expr`)."""
+    zero = sympy.Integer(0)
     symbols = sorted(a.free_symbols | b.free_symbols, key=str)
     if not symbols:
-        return _close(_value(a), 0) and _close(_value(b), 0)
-    rng = random.Random(1)
+        return _numbers_equal(a, zero) and _numbers_equal(b, zero)
     ratios = []
-    for _ in range(3):
-        point = {sym: sympy.Rational(rng.randint(11, 97), rng.randint(7, 13)) for sym in symbols}
-        va, vb = _value(a, point), _value(b, point)
-        if _close(vb, 0):
-            if not _close(va, 0):
+    for point in _points(symbols, 1):
+        va, vb = a.subs(point), b.subs(point)
+        if _numbers_equal(vb, zero):
+            if not _numbers_equal(va, zero):
                 return False
             continue
         ratios.append(va / vb)
-    return bool(ratios) and not _close(ratios[0], 0) and all(_close(r, ratios[0]) for r in ratios)
+    return bool(ratios) and not _numbers_equal(ratios[0], zero) and all(_numbers_equal(r, ratios[0]) for r in ratios)
 
 
 def handle(request: dict, proto_fds: tuple[int, int] | None = None) -> dict:
@@ -331,7 +240,9 @@ def handle(request: dict, proto_fds: tuple[int, int] | None = None) -> dict:
     try:
         if "expr" in request:
             val = _value(_to_expr(normalize_math(request["expr"])))
-            return {"value": val.real if abs(val.imag) <= 1e-12 * max(1.0, abs(val)) else None}
+            real, imag = (float(part) for part in val.as_real_imag())
+            ok = math.isfinite(real) and abs(imag) <= 1e-12 * max(1.0, abs(real))
+            return {"value": real if ok else None}
         return {"equal": equal(request["pred"], request["gold"])}
     except Unsupported as err:
         return {"equal": None, "why": str(err)}
