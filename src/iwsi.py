@@ -421,3 +421,30 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IWSI-w: per-sample loss weights for train.py --sample_weight_field / --sample_weight_clip.
+def sample_weights(records: list[dict], field_name: str | None, clip: float | None, source: str) -> list[float] | None:
+    """min(record[field], clip) per record (None without a field). Records lacking the field (original or
+    previous-iteration data mixed in) weigh 1; a weight that is not a finite number >= 0 is an error."""
+    if field_name is None:
+        if clip is not None:
+            raise UsageError("--sample_weight_clip needs --sample_weight_field")
+        return None
+    if clip is not None and not clip > 0:
+        raise UsageError(f"--sample_weight_clip must be > 0, got {clip}")
+    out, missing = [], 0
+    for i, rec in enumerate(records):
+        value = rec.get(field_name)
+        if value is None:
+            missing += 1
+            value = 1.0
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+            raise RecordError(f"{source}: record {i} (item_id={rec.get('item_id', '?')}): field {field_name!r} "
+                              f"should be a finite number >= 0, got {value!r}")
+        out.append(float(value) if clip is None else min(float(value), clip))
+    if missing:
+        print(f"sample weights: {missing} of {len(records)} records have no {field_name!r} and weigh 1"
+              + (" (none has it: check the field name)" if missing == len(records) else ""))
+    return out

@@ -85,6 +85,11 @@ class TrainConfig:
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb (wandb_log implies wandb)"})
     resume: bool = field(default=True, metadata={"help": "resume from the newest checkpoint under model_dir"})
     show_progress: bool = field(default=True, metadata={"help": "tqdm bar with loss and lr"})
+    # IWSI-w (src/iwsi.py): each sample's token losses multiplied by min(record[field], clip)
+    sample_weight_field: str | None = field(default=None, metadata={
+        "help": "record field holding a per-sample loss weight (IWSI-w: w_prime); records without it weigh 1"})
+    sample_weight_clip: float | None = field(default=None, metadata={
+        "help": "cap on the sample weight: min(weight, C) (IWSI-w: 2.0)"})
 
 
 # ----------------------------------------------------------------------------- schedule and data
@@ -171,7 +176,21 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, Any]
         ids[row, :n] = torch.tensor(e["input_ids"])
         labels[row, :n] = torch.tensor(e["labels"])
         mask[row, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if "sample_weight" in examples[0]:  # IWSI-w: travels with its sample through shuffling and accumulation
+        batch["sample_weight"] = torch.tensor([e["sample_weight"] for e in examples], dtype=torch.float32)
+    return batch
+
+
+def micro_batch_loss(model, batch: dict[str, Any]):
+    """The model's mean token loss; with sample weights, the same mean with each sample's tokens weighted."""
+    weights = batch.get("sample_weight")
+    if weights is None:
+        return model(**batch).loss
+    from src.iwsi import weighted_lm_loss
+
+    inputs = {k: v for k, v in batch.items() if k not in ("sample_weight", "labels")}
+    return weighted_lm_loss(model(**inputs).logits, batch["labels"], weights)
 
 
 def epoch_micro_batches(lengths: list[int], batch_size: int, seed: int, epoch: int, group: int) -> list[list[int]]:
@@ -261,6 +280,9 @@ def train(cfg: TrainConfig) -> Path:
     """Fine-tune ``cfg.model_name_or_path`` on ``cfg.train_file``; return ``cfg.model_dir/model``."""
     t_start = time.time()
     records = validate_train_file(cfg.train_file)  # bad input fails here: before the model loads, nothing written
+    from src.iwsi import sample_weights
+
+    weights = sample_weights(records, cfg.sample_weight_field, cfg.sample_weight_clip, cfg.train_file)
     if cfg.lr_scheduler not in ("linear", "cosine"):
         raise ValueError(f"--lr_scheduler must be linear or cosine, got {cfg.lr_scheduler!r}")
 
@@ -278,6 +300,8 @@ def train(cfg: TrainConfig) -> Path:
     if tokenizer.pad_token_id is None:  # Llama-3 has no pad token; padding is masked, so EOS serves
         tokenizer.pad_token = tokenizer.eos_token
     examples = tokenize_examples(records, tokenizer, cfg.max_input_length)
+    for example, weight in zip(examples, weights or []):
+        example["sample_weight"] = weight
     lengths = [len(e["input_ids"]) for e in examples]
 
     ds_plugin = accelerator.state.deepspeed_plugin
@@ -341,7 +365,7 @@ def train(cfg: TrainConfig) -> Path:
         micro_losses, tokens = [], 0
         for batch in loader:
             with accelerator.accumulate(model):
-                loss = model(**{k: v.to(accelerator.device) for k, v in batch.items()}).loss
+                loss = micro_batch_loss(model, {k: v.to(accelerator.device) for k, v in batch.items()})
                 accelerator.backward(loss)
                 grad_norm = None
                 if accelerator.sync_gradients and cfg.clip_grad_norm > 0:
