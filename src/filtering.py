@@ -428,10 +428,17 @@ def counts_path(next_iter_data_path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.counts.json")
 
 
+def read_counts(next_iter_data_path: str | Path) -> dict:
+    """The counts of a data file; RecordError when they belong to another version of it (an interrupted run)."""
+    from src.records import read_summary
+
+    return read_summary(counts_path(next_iter_data_path), next_iter_data_path)
+
+
 def generate_next_iteration(cfg: GenerateConfig) -> Counts:
     """Load and validate every input, build the data, then write data + counts (nothing on bad input)."""
     from src.iwsi import IwsiStep
-    from src.records import write_json
+    from src.records import write_json_with_summary
 
     if cfg.format == "dpo":
         from src.pairs import generate_pairs
@@ -457,7 +464,7 @@ def generate_next_iteration(cfg: GenerateConfig) -> Counts:
     if not records:
         raise RecordError(f"{cfg.next_iter_data_path}: no training record survived "
                           f"(counts: {counts.total}); refusing to write an empty data file")
-    write_json(cfg.next_iter_data_path, records)
-    write_json(counts_path(cfg.next_iter_data_path), counts.to_json())
+    # the counts carry the data's sha256 and are written last: a kill between the two is detected (read_counts)
+    write_json_with_summary(cfg.next_iter_data_path, records, counts_path(cfg.next_iter_data_path), counts.to_json())
     iwsi.write(cfg.next_iter_data_path)
     return counts
