@@ -49,6 +49,8 @@ case "$PROFILE" in
         : "${TINY_SETUP:=1}" "${DATA_NAME:=synthetic}" "${TRAIN_DATASETS:=synthetic}"
         : "${EVAL_DATASETS:=synthetic synthetic_heldout}" "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/synthetic.json}"
         : "${DEVICE_NUM:=1}" "${MAX_LENGTH:=256}" "${MAX_MODEL_LEN:=1024}" "${CHECK_RESULT:=true}"
+        # this project's filter, not the original's (docs/FIDELITY.md): strict process check, no duplicates
+        : "${FILTER_ARGS:=--check_mode strict --dedupe --merged_first --record_strategy}"
         : "${ACCELERATE_CONFIG:=configs/accelerate_cpu_zero2_2proc.yaml}" "${BATCH_SIZE:=16}"
         # a 1M-parameter model trained from scratch needs a far higher rate and more steps than an 8B model
         : "${LEARNING_RATE:=5e-3}" "${LR_SCHEDULER:=cosine}" "${N_EPOCHS:=100}" "${MAX_STEPS:=300}"
@@ -89,6 +91,7 @@ esac
 : "${INCLUDE_PRE_ITER:=false}"
 : "${CHECK_RESULT:=false}"
 : "${MAX_PER_QUESTION:=}"             # empty: no cap
+: "${FILTER_ARGS:=}"                  # more generate_train_data.py flags, word-split; empty: the original's filter
 # training (train.py flags)
 : "${ACCELERATE_CONFIG:=default_config_deepspeed_ga2.yaml}"
 : "${BATCH_SIZE:=4}"
@@ -116,7 +119,7 @@ fi
 export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR DATA_DIR DATA_NAME NUM_ITERS \
     START_ITER SEED TRAIN_DATASETS SAMPLE_NUM MIN_CORRECT_NUM MAX_RESAMPLE_NUM TEMPERATURE MAX_LENGTH MAX_MODEL_LEN \
     DEVICE_NUM TEACHER_MODEL TEACHER_BASE_URL TEACHER_SERVE_PATH TEACHER_PORT EVAL_DATASETS ORIGINAL_DATA \
-    INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
+    INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
     LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS \
     DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE
 
@@ -236,6 +239,8 @@ gsi_generate_stage() {  # gsi_generate_stage I: inference_data of iteration I ->
     if [[ "$INCLUDE_ORIGINAL" == true ]]; then STAGE_INPUTS+=("$ORIGINAL_DATA"); fi
     if [[ "$INCLUDE_PRE_ITER" == true ]]; then STAGE_INPUTS+=("$prev"); fi
     if [[ -n "$MAX_PER_QUESTION" ]]; then extra=(--max_per_question "$MAX_PER_QUESTION"); fi
+    # shellcheck disable=SC2206
+    extra+=($FILTER_ARGS)
     STAGE_OUTPUTS=("$next" "${next%.json}.counts.json") STAGE_RESUMABLE=()
     gsi_stage generate "$EXP_DIR/iter_$i" "$PYTHON" generate_train_data.py \
         --original_data_path "$ORIGINAL_DATA" --pre_iter_data_path "$prev" \

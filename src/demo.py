@@ -349,7 +349,10 @@ class Runner:
                                            else "results.json")).read_text())
                 stats = json.loads((src / "sampling_stats.json").read_text())
                 sampled = [SampledSet(HELD_IN, items, str(src), stats["strategy"], stats["sample_num"])]
-            records, counts = build_next_iteration(sampled, FilterConfig(check_result=True), original=original)
+            # this project's filter (strict process check, no duplicates, O first), not the original's defaults
+            fcfg = FilterConfig(check_result=True, check_mode="strict", dedupe=True, merged_first=True,
+                                record_strategy=True)
+            records, counts = build_next_iteration(sampled, fcfg, original=original)
             write_json(st.dir / "train.json", records)
             write_json(st.dir / "train.counts.json", counts.to_json())
             return {"records": len(records)}

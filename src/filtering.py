@@ -6,12 +6,16 @@ Usage (what ``generate_train_data.py`` wraps)::
     sampled = load_sampled(["output/.../inference_data"])           # {dataset: results.json items}
     records, counts = build_next_iteration(sampled, FilterConfig(check_result=True, max_per_question=4))
 
-A sample whose final answer is right is not necessarily a right solution: on the tiny model of the synthetic
-world most "correct" 4-step samples reach the answer through a broken chain. :func:`check_annotations` checks
-the process: every ``<<expr=c>>`` calculator annotation must compute (with a small safe evaluator, never
-``eval``: the original code ran ``eval`` on model text), and the final answer must be the last annotated result.
-For the synthetic world :func:`src.synthetic.check_synthetic_rationale` additionally compares the chain with the
-gold one step by step.
+By default the decisions are the original code's (docs/FIDELITY.md): every correct sample is kept, identical
+texts included; ``--check_result`` drops a sample when one of its ``<<lhs=rhs>>`` annotations fails the original's
+test (:func:`check_annotations_original`: ``str`` of lhs's value equals rhs, computed without ``eval``); the added
+data (original, else previous iteration's) comes after the samples; records hold four fields.
+
+Named options change that: ``dedupe``; ``check_mode="strict"``, this project's process check
+(:func:`check_annotations`: every annotation computes exactly with a small safe evaluator, its operands come from
+the question or earlier steps, the final answer is the last result; for the synthetic world
+:func:`src.synthetic.check_synthetic_rationale` compares the chain with the gold one step by step; on the tiny
+model most "correct" 4-step samples reach the answer through a broken chain); ``merged_first``; ``record_strategy``.
 
 Every sample lands in exactly one bucket of the counts: ``wrong_answer`` (not among the correct samples),
 ``failed_check``, ``duplicate`` (the same rationale text already kept for that question), ``capped`` (over
@@ -28,8 +32,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
-from src.datasets import DATASETS, get_dataset
+from src.datasets import get_dataset
 from src.records import RecordError, load_records, read_json_or_jsonl
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,14 +213,127 @@ def _show(x: Fraction) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# The original code's --check_result decision, computed without eval.
+# The original keeps a sample when, for every "<<...>>" in it, str(eval(left of the first "=")) equals the text right
+# of the last "=" (its string comparison: case-insensitive, "\text{" removed, "(a)".."(f)" by containment), and
+# judges an annotation without "=" or whose left side raises as wrong. Here the left side is computed by walking
+# its syntax tree with Python's own int/float operators, so str() of the value is what eval would have printed
+# (10/2 -> "5.0", so <<10/2=5>> fails as it did), and anything that is not plain arithmetic is judged wrong unrun.
+ORIGINAL_ANNOTATION = re.compile(r"<<([^>]*)>>")
+ORIGINAL_MAX_CHARS = 2000  # longer spans between "<<" and ">>" are prose, not a calculator step
+ORIGINAL_MAX_NODES = 400
+ORIGINAL_MAX_INT_DIGITS = 4300  # Python's own cap on str(int): beyond it the original's str(eval(..)) raised
+_CHOICE_TAGS = ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")
+_PY_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.BitXor: operator.xor, ast.BitAnd: operator.and_,
+    ast.BitOr: operator.or_, ast.RShift: operator.rshift,
+}
+
+
+def _int_digits_ok(value: Any) -> Any:
+    if isinstance(value, int) and value.bit_length() > ORIGINAL_MAX_INT_DIGITS * 3.33:
+        raise UnsafeExpression("integer too large")
+    return value
+
+
+def _py_node(node: ast.AST) -> Any:
+    if isinstance(node, ast.Expression):
+        return _py_node(node.body)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return _int_digits_ok(node.value)
+    if isinstance(node, ast.Tuple):  # "1,500*2" is the tuple (1, 1000) to eval: its str() never equals a number
+        return tuple(_py_node(e) for e in node.elts)
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub, ast.Invert)):
+        value = _py_node(node.operand)
+        ops = {ast.UAdd: operator.pos, ast.USub: operator.neg, ast.Invert: operator.invert}
+        return ops[type(node.op)](value)
+    if isinstance(node, ast.BinOp):
+        left, right = _py_node(node.left), _py_node(node.right)
+        if isinstance(node.op, (ast.Pow, ast.LShift)) and isinstance(left, int) and isinstance(right, int):
+            # size the integer result before computing it: 9**9**9 is refused, never evaluated
+            size = right if isinstance(node.op, ast.LShift) else right * math.log2(max(abs(left), 1))
+            if size > ORIGINAL_MAX_INT_DIGITS * 3.33:
+                raise UnsafeExpression("integer result too large")
+        op = operator.pow if isinstance(node.op, ast.Pow) else operator.lshift \
+            if isinstance(node.op, ast.LShift) else _PY_BINOPS.get(type(node.op))
+        if op is None:
+            raise UnsafeExpression(f"operator {type(node.op).__name__} not allowed")
+        return _int_digits_ok(op(left, right))
+    raise UnsafeExpression(f"{type(node).__name__} not allowed")
+
+
+def python_arithmetic(expr: str) -> Any:
+    """The value Python's ``eval`` gives a plain arithmetic expression (ints, floats, tuples), without ``eval``.
+
+    >>> str(python_arithmetic("10/2")), str(python_arithmetic("1,500*2"))
+    ('5.0', '(1, 1000)')
+
+    Raises :class:`UnsafeExpression` for anything else (names, calls, strings, oversized numbers) and whatever
+    the arithmetic itself raises (``ZeroDivisionError``, ``OverflowError``, ``TypeError``).
+    """
+    text = expr.lstrip(" \t")  # eval() strips leading blanks of a string too
+    if len(text) > ORIGINAL_MAX_CHARS:
+        raise UnsafeExpression(f"expression longer than {ORIGINAL_MAX_CHARS} characters")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+        raise UnsafeExpression(f"not an arithmetic expression ({type(err).__name__})") from None
+    if sum(1 for _ in ast.walk(tree)) > ORIGINAL_MAX_NODES:
+        raise UnsafeExpression(f"more than {ORIGINAL_MAX_NODES} syntax nodes")
+    return _py_node(tree)
+
+
+def _original_string_match(answer: str, gold: str) -> bool:
+    """The original comparison of two strings when the gold has no numeric form (its ``--check_result`` case)."""
+    if "\\text{" in answer:
+        answer = answer.replace("\\text{", "").rstrip("}")
+    if "\\text{" in gold:
+        gold = gold.replace("\\text{", "").rstrip("}")
+    if gold.lower() in _CHOICE_TAGS:
+        return gold.lower() in answer.lower()
+    return answer.lower() == gold.lower()
+
+
+def original_annotation_holds(annotation: str) -> bool:
+    """The original's decision on the text between ``<<`` and ``>>``."""
+    if "=" not in annotation:
+        return False
+    parts = annotation.split("=")
+    try:
+        value = str(python_arithmetic(parts[0]))
+    except (UnsafeExpression, ArithmeticError, TypeError, ValueError, RecursionError, MemoryError):
+        return False
+    return _original_string_match(value, parts[-1])
+
+
+def check_annotations_original(rationale: str) -> str | None:
+    """Why the original's ``--check_result`` drops ``rationale`` (the first failing annotation), or None."""
+    for i, annotation in enumerate(ORIGINAL_ANNOTATION.findall(rationale), start=1):
+        if not original_annotation_holds(annotation):
+            return f"annotation {i} <<{annotation}>> does not hold (the original's check)"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Building the next iteration's data.
 BUCKETS = ("kept", "wrong_answer", "failed_check", "duplicate", "capped")
 
 
 @dataclass
 class FilterConfig:
-    check_result: bool = field(default=False, metadata={"help": "check the calculator chain (process check)"})
+    """Defaults are the original code's decisions (docs/FIDELITY.md); each difference is a named option."""
+
+    check_result: bool = field(default=False, metadata={"help": "check the calculator annotations"})
     max_per_question: int | None = field(default=None, metadata={"help": "keep at most this many per question"})
+    check_mode: str = field(default="original", metadata={
+        "help": "original: the original's check of each <<lhs=rhs>>; strict: this project's process check"})
+    dedupe: bool = field(default=False, metadata={
+        "help": "drop a sample whose text was already kept for the question (the original keeps duplicates)"})
+    merged_first: bool = field(default=False, metadata={
+        "help": "put the merged (original / previous) data before the samples (the original appends it after)"})
+    record_strategy: bool = field(default=False, metadata={
+        "help": "add each kept sample's strategy to its record (the original writes four fields)"})
 
 
 def _zero() -> dict[str, int]:
@@ -248,11 +366,16 @@ class Counts:
 class SampledSet:
     """One data set's sampling results (results.json items) and how its samples were generated."""
 
-    dataset: str
+    dataset: str | None  # from sampling_stats.json or --dataset_name; None: not known (never guessed)
     items: list[dict]
     source: str  # the results.json path, for messages
     strategy: str | None = None  # from sampling_stats.json: which strategy produced the non-initial samples
     sample_num: int | None = None  # initial samples per query (the first sample_num entries of ``pred``)
+
+    @property
+    def label(self) -> str:
+        """The name the counts use: the data set, or the results file when the data set is not known."""
+        return self.dataset or self.source
 
 
 def _wrong_by_strategy(item: dict, sset: SampledSet, strategies: list[str]) -> dict[str, int]:
@@ -266,77 +389,85 @@ def _wrong_by_strategy(item: dict, sset: SampledSet, strategies: list[str]) -> d
             sset.strategy: max(n_pred - n_init - (n_correct - init_correct), 0)}
 
 
+def _rejection(sample: str, item: dict, sset: SampledSet, cfg: FilterConfig) -> str | None:
+    """Why ``--check_result`` drops ``sample`` (None: kept), in the configured mode."""
+    from src.synthetic import check_synthetic_rationale
+
+    if cfg.check_mode == "original":
+        return check_annotations_original(sample)
+    why = check_annotations(sample, item["question"])
+    if why is None and sset.dataset is not None and sset.dataset.startswith("synthetic"):
+        why = check_synthetic_rationale(item["question"], item["answer_cot"], sample)
+    return why
+
+
 def build_next_iteration(sampled: Iterable[SampledSet], cfg: FilterConfig | None = None,
                          original: list[dict] | None = None,
                          pre_iter: list[dict] | None = None) -> tuple[list[dict], Counts]:
-    """Train records from the correct samples (under the plain question) plus optional earlier data.
+    """Train records from the correct samples (under the plain question) plus the merged earlier data.
 
-    Order (fixed, so reruns are byte-identical): original data, previous iteration's data, then the kept samples
-    in the order of ``sampled`` and of its items and samples.
+    Order (fixed, so reruns are byte-identical): the kept samples in the order of ``sampled``, its items and
+    samples, then ``original`` and ``pre_iter`` (before the samples with ``cfg.merged_first``). Each record holds
+    item_id, question, answer_cot, answer_value (+ the item's ``level`` when it has one, + ``strategy`` with
+    ``cfg.record_strategy``).
     """
-    from src.synthetic import check_synthetic_rationale
-
     cfg = cfg or FilterConfig()
+    if cfg.check_mode not in ("original", "strict"):
+        raise ValueError(f"unknown check_mode {cfg.check_mode!r} (original | strict)")
     counts = Counts()
-    out: list[dict] = []
-    if original:
-        out.extend(original)
-        counts.included["original"] = len(original)
-    if pre_iter:
-        out.extend(pre_iter)
-        counts.included["pre_iter"] = len(pre_iter)
+    merged: list[dict] = []
+    for name, data in (("original", original), ("pre_iter", pre_iter)):
+        if data:
+            merged.extend(data)
+            counts.included[name] = len(data)
+    out: list[dict] = list(merged) if cfg.merged_first else []
     for sset in sampled:
-        synthetic = sset.dataset.startswith("synthetic")
+        label = sset.label
         for item in sset.items:
             correct = item["correct_pred"]
             strategies = item.get("correct_strategy") or ["initial"] * len(correct)
             for name, n in _wrong_by_strategy(item, sset, strategies).items():
-                counts.add("wrong_answer", sset.dataset, name, n)
+                counts.add("wrong_answer", label, name, n)
             seen: set[str] = set()
             kept = 0
             for sample, strategy in zip(correct, strategies):
-                if cfg.check_result:
-                    why = check_annotations(sample, item["question"])
-                    if why is None and synthetic:
-                        why = check_synthetic_rationale(item["question"], item["answer_cot"], sample)
-                    if why is not None:
-                        counts.add("failed_check", sset.dataset, strategy)
-                        continue
-                if sample in seen:
-                    counts.add("duplicate", sset.dataset, strategy)
+                if cfg.check_result and _rejection(sample, item, sset, cfg) is not None:
+                    counts.add("failed_check", label, strategy)
+                    continue
+                if cfg.dedupe and sample in seen:
+                    counts.add("duplicate", label, strategy)
                     continue
                 seen.add(sample)
                 if cfg.max_per_question is not None and kept >= cfg.max_per_question:
-                    counts.add("capped", sset.dataset, strategy)
+                    counts.add("capped", label, strategy)
                     continue
                 kept += 1
-                counts.add("kept", sset.dataset, strategy)
+                counts.add("kept", label, strategy)
                 rec = {"item_id": item["item_id"], "question": item["question"], "answer_cot": sample,
                        "answer_value": item["answer_value"]}
                 if item.get("level") is not None:
                     rec["level"] = item["level"]
-                rec["strategy"] = strategy
+                if cfg.record_strategy:
+                    rec["strategy"] = strategy
                 out.append(rec)
+    if not cfg.merged_first:
+        out.extend(merged)
     counts.records_written = len(out)
     return out, counts
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Loading sampling results.
-def _dataset_name(results_file: Path, items: list[dict], stats: dict | None) -> str:
+def _dataset_of(results_file: Path, stats: dict | None, given: str | None) -> str | None:
+    """The data set of one results file: its sampling_stats.json's, else ``--dataset_name``'s, else None."""
+    named = get_dataset(given).name if given else None
     if stats and isinstance(stats.get("dataset"), str):
-        return get_dataset(stats["dataset"]).name
-    folder = results_file.parent.name
-    if folder in DATASETS:
-        return folder
-    # fall back on the item id prefix (gsm8k_12, aqua_rat_3, synthetic_pool_7): longest known prefix wins
-    item_id = items[0]["item_id"]
-    names = sorted(list(DATASETS) + [s.file_stem for s in DATASETS.values()], key=len, reverse=True)
-    for name in names:
-        if item_id.startswith(name + "_"):
-            return get_dataset(name).name
-    raise RecordError(f"{results_file}: cannot tell which dataset this is (no sampling_stats.json beside it, "
-                      f"folder {folder!r} and item id {item_id!r} name no known dataset)")
+        recorded = get_dataset(stats["dataset"]).name
+        if named is not None and named != recorded:
+            raise RecordError(f"{results_file}: --dataset_name {given} but its sampling_stats.json says "
+                              f"{stats['dataset']}")
+        return recorded
+    return named
 
 
 def results_files(path: str | Path) -> list[Path]:
@@ -354,10 +485,25 @@ def results_files(path: str | Path) -> list[Path]:
     raise RecordError(f"{path}: file not found")
 
 
-def load_sampled(paths: Iterable[str | Path]) -> list[SampledSet]:
-    """Load and validate every sampling result named by ``paths`` (each a results.json or a folder of them)."""
+def load_sampled(paths: Iterable[str | Path], dataset_names: list[str] | None = None) -> list[SampledSet]:
+    """Load and validate every sampling result named by ``paths`` (each a results.json or a folder of them).
+
+    ``dataset_names``: one name for every path, or one per path, used where no sampling_stats.json names the
+    data set (a results file of the original code); a data set is never guessed from folder or item ids.
+    """
+    paths = list(paths)
+    names = list(dataset_names or [])
+    if len(names) not in (0, 1, len(paths)):
+        raise RecordError(f"{len(names)} --dataset_name for {len(paths)} --cur_sampled_data_path: give one name, "
+                          f"or one per path")
+    try:
+        for name in names:
+            get_dataset(name)
+    except ValueError as err:
+        raise RecordError(f"--dataset_name: {err}") from None
     sets = []
-    for path in paths:
+    for k, path in enumerate(paths):
+        given = names[k] if len(names) == len(paths) and len(names) > 1 else (names[0] if names else None)
         for file in results_files(path):
             items = load_records(file, "sampling_result")
             for i, item in enumerate(items):
@@ -373,7 +519,7 @@ def load_sampled(paths: Iterable[str | Path]) -> list[SampledSet]:
             if stats is not None and not isinstance(stats, dict):
                 raise RecordError(f"{stats_file}: expected a JSON object")
             sets.append(SampledSet(
-                dataset=_dataset_name(file, items, stats), items=items, source=str(file),
+                dataset=_dataset_of(file, stats, given), items=items, source=str(file),
                 strategy=(stats or {}).get("strategy"), sample_num=(stats or {}).get("sample_num")))
     if not sets:
         raise RecordError("no sampling results given")
@@ -384,7 +530,7 @@ def load_sampled(paths: Iterable[str | Path]) -> list[SampledSet]:
 # The generate_train_data.py command.
 @dataclass
 class GenerateConfig:
-    """The original ``generate_train_data.py`` flags, plus ``--max_per_question``."""
+    """The original ``generate_train_data.py`` flags (its defaults and decisions), plus named options."""
 
     cur_sampled_data_path: list[str] = field(metadata={
         "help": "sampling results: results.json files, or folders holding one (or one per data set)"})
@@ -396,6 +542,23 @@ class GenerateConfig:
     check_result: bool = field(default=False, metadata={
         "help": "keep only samples whose calculator chain computes and holds together (process check)"})
     max_per_question: int | None = field(default=None, metadata={"help": "keep at most this many per question"})
+    # the original's decisions are the defaults; each difference has its own name (docs/FIDELITY.md)
+    check_mode: str = field(default="original", metadata={
+        "help": "with --check_result: original (each <<lhs=rhs>>: str of lhs's value equals rhs, as the original "
+                "decided, computed without eval) or strict (this project's process check: exact values, operands "
+                "from the question, final answer = last result; the synthetic world's step check)",
+        "choices": ["original", "strict"]})
+    dedupe: bool = field(default=False, metadata={
+        "help": "drop a sample whose text was already kept for its question (the original keeps duplicates)"})
+    include_both: bool = field(default=False, metadata={
+        "help": "with both include flags, add both (the original adds only the original data: its elif)"})
+    merged_first: bool = field(default=False, metadata={
+        "help": "put the added data before the samples (the original appends it after them)"})
+    record_strategy: bool = field(default=False, metadata={
+        "help": "add each kept sample's strategy to its record (the original writes four fields)"})
+    dataset_name: list[str] | None = field(default=None, metadata={
+        "help": "data set of results without a sampling_stats.json (one, or one per --cur_sampled_data_path); "
+                "needed only by --check_mode strict; never guessed"})
     # --format dpo: preference pairs for Self-Refine Instruction-Tuning's DPO stage (src/pairs.py)
     format: str = field(default="sft", metadata={
         "help": "sft: next-iteration training data; dpo: preference pairs (src/pairs.py)", "choices": ["sft", "dpo"]})
@@ -451,20 +614,30 @@ def generate_next_iteration(cfg: GenerateConfig) -> Counts:
         if not cfg.original_data_path:
             raise RecordError("--include_original_data needs --original_data_path")
         original = load_records(cfg.original_data_path, "train")
-    if cfg.include_pre_iter_data:
+    # the original: if --include_original_data ... elif --include_pre_iter_data (one or the other)
+    if cfg.include_pre_iter_data and (cfg.include_both or not cfg.include_original_data):
         if not cfg.pre_iter_data_path:
             raise RecordError("--include_pre_iter_data needs --pre_iter_data_path")
         pre_iter = load_records(cfg.pre_iter_data_path, "train")
-    sampled = load_sampled(cfg.cur_sampled_data_path)
+    sampled = load_sampled(cfg.cur_sampled_data_path, cfg.dataset_name)
+    if cfg.check_result and cfg.check_mode == "strict":
+        unknown = [s.source for s in sampled if s.dataset is None]
+        if unknown:
+            raise RecordError(f"{unknown[0]}: --check_mode strict needs the data set (no sampling_stats.json "
+                              f"beside it): give --dataset_name")
     iwsi = IwsiStep(cfg)  # IWSI: vote labels, DS filter and sidecar (src/iwsi.py); a no-op by default
     sampled = iwsi.prepare(sampled)
-    records, counts = build_next_iteration(sampled, FilterConfig(cfg.check_result, cfg.max_per_question),
-                                           original, pre_iter)
+    fcfg = FilterConfig(check_result=cfg.check_result, max_per_question=cfg.max_per_question,
+                        check_mode=cfg.check_mode, dedupe=cfg.dedupe, merged_first=cfg.merged_first,
+                        record_strategy=cfg.record_strategy)
+    records, counts = build_next_iteration(sampled, fcfg, original, pre_iter)
     records = iwsi.filter(records, counts)
     if not records:
         raise RecordError(f"{cfg.next_iter_data_path}: no training record survived "
                           f"(counts: {counts.total}); refusing to write an empty data file")
-    # the counts carry the data's sha256 and are written last: a kill between the two is detected (read_counts)
-    write_json_with_summary(cfg.next_iter_data_path, records, counts_path(cfg.next_iter_data_path), counts.to_json())
+    # the counts carry the data's sha256 and are written last: a kill between the two is detected (read_counts);
+    # the data file has the original's bytes (json.dump, indent 4, no final newline)
+    write_json_with_summary(cfg.next_iter_data_path, records, counts_path(cfg.next_iter_data_path), counts.to_json(),
+                            indent=4, final_newline=False)
     iwsi.write(cfg.next_iter_data_path)
     return counts

@@ -216,12 +216,16 @@ def _write_atomically(path: str | Path, write: Callable[[IO[str]], None]) -> Pat
     return path
 
 
-def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
-    """Write JSON atomically: a crash never leaves a half-written file, and a rerun replaces, never appends."""
+def write_json(path: str | Path, obj: Any, indent: int | None = 2, final_newline: bool = True) -> Path:
+    """Write JSON atomically: a crash never leaves a half-written file, and a rerun replaces, never appends.
+
+    ``indent=4, final_newline=False`` writes the bytes the original code's ``json.dump`` wrote.
+    """
 
     def write(fh: IO[str]) -> None:
         json.dump(obj, fh, ensure_ascii=False, indent=indent)
-        fh.write("\n")
+        if final_newline:
+            fh.write("\n")
 
     return _write_atomically(path, write)
 
@@ -242,9 +246,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_json_with_summary(path: str | Path, data: Any, summary_path: str | Path, summary: dict) -> Path:
+def write_json_with_summary(path: str | Path, data: Any, summary_path: str | Path, summary: dict,
+                            indent: int | None = 2, final_newline: bool = True) -> Path:
     """Write ``data`` to ``path``, then ``summary`` plus the data file's sha256 to ``summary_path`` (module doc)."""
-    write_json(path, data)
+    write_json(path, data, indent=indent, final_newline=final_newline)
     write_json(summary_path, {**summary, SUMMARY_DIGEST: _sha256(Path(path))})
     return Path(path)
 

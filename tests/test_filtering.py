@@ -123,7 +123,8 @@ def test_counts_agree_with_the_data_written(tmp_path):
     out = tmp_path / "iter_data" / "synthetic_iter_1.json"
     generate_main(["--cur_sampled_data_path", str(sampled), "--next_iter_data_path", str(out), "--check_result",
                    "--original_data_path", str(original), "--include_original_data", "true",
-                   "--max_per_question", "1"])
+                   "--max_per_question", "1", "--check_mode", "strict", "--dedupe", "--merged_first",
+                   "--record_strategy"])
     data = json.loads(out.read_text())
     counts = json.loads((tmp_path / "iter_data" / "synthetic_iter_1.counts.json").read_text())
     new = data[1:]
@@ -143,13 +144,59 @@ def test_counts_agree_with_the_data_written(tmp_path):
     assert all(r["question"] in (QUESTION, data[2]["question"]) for r in new)  # the plain pool question
 
 
-def test_without_check_and_cap_every_distinct_correct_sample_is_kept(tmp_path):
+def test_by_default_every_correct_sample_is_kept_in_order_duplicates_included(tmp_path):
+    sampled = _results_file(tmp_path)
+    items = json.loads((sampled / "results.json").read_text())
+    out = tmp_path / "d.json"
+    assert generate_main(["--cur_sampled_data_path", str(sampled / "results.json"), "--next_iter_data_path",
+                          str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["answer_cot"] for r in data] == [s for item in items for s in item["correct_pred"]]
+    assert all(set(r) == {"item_id", "question", "answer_cot", "answer_value", "level"} for r in data)
+    assert out.read_text().startswith("[\n    {") and not out.read_text().endswith("\n")  # the original's dump
+
+
+def test_dedupe_keeps_every_distinct_correct_sample(tmp_path):
     sampled = _results_file(tmp_path)
     out = tmp_path / "d.json"
-    generate_main(["--cur_sampled_data_path", str(sampled / "results.json"), "--next_iter_data_path", str(out)])
+    assert generate_main(["--cur_sampled_data_path", str(sampled), "--next_iter_data_path", str(out),
+                          "--dedupe", "--record_strategy"]) == 0
     data = json.loads(out.read_text())
     assert len(data) == 4  # GOLD, bad_step, alt of query 0 and the one distinct sample of query 1
     assert sum(r["strategy"] == "state_reset" for r in data) == 1
+
+
+def test_include_original_takes_precedence_and_comes_after_the_samples(tmp_path):
+    sampled = _results_file(tmp_path)
+    extra = {}
+    for name in ("orig", "pre"):
+        extra[name] = tmp_path / f"{name}.json"
+        extra[name].write_text(json.dumps([{"item_id": name, "question": "q", "answer_cot": "a",
+                                            "answer_value": "1"}]))
+    common = ["--cur_sampled_data_path", str(sampled), "--original_data_path", str(extra["orig"]),
+              "--pre_iter_data_path", str(extra["pre"]), "--include_original_data", "--include_pre_iter_data"]
+    out = tmp_path / "d.json"
+    assert generate_main([*common, "--next_iter_data_path", str(out)]) == 0
+    ids = [r["item_id"] for r in json.loads(out.read_text())]
+    assert ids[-1] == "orig" and "pre" not in ids and len(ids) == 10  # the original's elif, appended
+    both = tmp_path / "both.json"
+    assert generate_main([*common, "--next_iter_data_path", str(both), "--include_both", "--merged_first"]) == 0
+    assert [r["item_id"] for r in json.loads(both.read_text())][:2] == ["orig", "pre"]
+
+
+def test_a_results_file_of_no_known_dataset_runs_and_strict_mode_asks_for_the_name(tmp_path, capsys):
+    sampled = _results_file(tmp_path)
+    (sampled / "sampling_stats.json").unlink()
+    renamed = tmp_path / "some_run.json"
+    (sampled / "results.json").rename(renamed)
+    out = tmp_path / "d.json"
+    assert generate_main(["--cur_sampled_data_path", str(renamed), "--next_iter_data_path", str(out),
+                          "--check_result"]) == 0
+    strict = ["--cur_sampled_data_path", str(renamed), "--next_iter_data_path", str(tmp_path / "s.json"),
+              "--check_result", "--check_mode", "strict"]
+    assert generate_main(strict) == 2
+    assert "--dataset_name" in capsys.readouterr().err and not (tmp_path / "s.json").exists()
+    assert generate_main([*strict, "--dataset_name", "synthetic"]) == 0
 
 
 def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
@@ -168,14 +215,13 @@ def _bad_inputs(tmp_path: Path) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("case", ["missing", "no_correct", "empty", "broken", "not_list"])
-def test_bad_input_fails_naming_the_file_and_writes_nothing(case, tmp_path):
+def test_bad_input_fails_naming_the_file_and_writes_nothing(case, tmp_path, capsys):
     bad = _bad_inputs(tmp_path)[case]
     out = tmp_path / "out" / "next.json"
-    with pytest.raises(SystemExit) as err:
-        generate_main(["--cur_sampled_data_path", str(tmp_path / "inference_data"), str(bad),
-                       "--next_iter_data_path", str(out)])
-    assert str(bad) in str(err.value.code)
-    assert not (tmp_path / "out").exists()
+    assert generate_main(["--cur_sampled_data_path", str(tmp_path / "inference_data"), str(bad),
+                          "--next_iter_data_path", str(out)]) == 2
+    assert str(bad) in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "out" / "next.counts.json").exists()
 
 
 def test_bad_input_on_the_command_line_exits_nonzero_fast(tmp_path):
