@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from src.grading import answers_equal, extract_answer, grade_batch, grade_response
+from src.grading import GradeResult, answers_equal, extract_answer, grade_batch, grade_response
 from src.grading.compare import SympyChecker
 from src.grading.extract import options_from_question
 from src.records import load_records
@@ -34,6 +34,13 @@ AQUA_RATIONALE_CONTRADICTS_LABEL = [  # the rationale ends on another option tha
     2595, 2635]
 # MATH: the original extractor cut "2, 3, \text{ and } 4" down to "2,3," (only visible once the trigger line is gone).
 MATH_DAMAGED_BOXED = {"math_333": "gold '2,3,' lost the last element of '2, 3, \\text{ and } 4'"}
+# MATH golds the original extractor cut to the right side of an equation the question asks for. The project
+# grader compares an equation by its right side only when the left side is one variable (issue 19), so the
+# rationale's own (correct) equation no longer matches these golds.
+MATH_DAMAGED_EQUATION_GOLD = {
+    "math_134": "the plane 'x+y-z+1=0' (the form Ax + By + Cz + D = 0 is asked for) stored as '0'",
+    "math_615": "the condition '\\tan\\theta=2\\theta' stored as '2\\theta'",
+}
 
 
 def _pool(shared_data, name: str) -> list[dict]:
@@ -44,8 +51,8 @@ def _pool(shared_data, name: str) -> list[dict]:
 def test_gold_rationales_grade_correct(shared_data, file_stem, dataset):
     records = _pool(shared_data, file_stem)
     results = grade_batch([r["answer_cot"] for r in records], [r["answer_value"] for r in records], dataset)
-    misses = [(r["item_id"], g.pred_value, r["answer_value"]) for r, g in zip(records, results) if not g.correct]
-    assert misses == []
+    misses = [r["item_id"] for r, g in zip(records, results) if not g.correct]
+    assert misses == (sorted(MATH_DAMAGED_EQUATION_GOLD) if dataset == "math" else [])
 
 
 def test_aqua_gold_rationales_grade_correct_except_damaged_labels(shared_data):
@@ -79,7 +86,7 @@ def test_math_boxed_answer_without_trigger_line(shared_data):
     results = grade_batch(responses, [r["answer_value"] for r in records], "math")
     misses = {r["item_id"] for r, g in zip(records, results) if not g.correct}
     agreement = 1 - len(misses) / len(records)
-    assert misses <= set(MATH_DAMAGED_BOXED)
+    assert misses <= set(MATH_DAMAGED_BOXED) | set(MATH_DAMAGED_EQUATION_GOLD)
     assert agreement >= 0.996
     print(f"boxed-only agreement on math.json: {agreement:.1%} ({len(records) - len(misses)}/{len(records)})")
 
@@ -161,6 +168,24 @@ MUST_BE_EQUAL = [
     ("11760", "11760", "theoremqa", None),
     ("(a)", "(a)", "theoremqa", None),
     ("42", "42", "synthetic", None),
+    # legitimate forms next to the hedges below
+    ("-12", "-12", "gsm8k", None),
+    ("12.", "12", "gsm8k", None),
+    ("$12", "12", "svamp", None),
+    ("12 apples", "12", "svamp", None),
+    ("12 apples, 3 more than Tom", "12", "gsm8k", None),
+    ("20 - 8 = 12", "12", "gsm8k", None),
+    ("1,200 or so", "1200", "gsm8k", None),
+    ("\\boxed{-12}", "-12", "gsm8k", None),
+    ("(12, 13)", "(12,13)", "math", None),
+    ("[12, 13]", "[12,13]", "math", None),
+    ("12, 13", "13, 12", "math", None),
+    ("k = 12", "12", "math", None),
+    ("0.56 = 56\\%", "56", "math", None),
+    ("\\frac{1}{10^{20}}", "10^{-20}", "math", None),
+    ("1e400", "10^{400}", "math", None),
+    ("\\sqrt{2}\\cdot\\sqrt{3}", "\\sqrt{6}", "math", None),
+    ("\\sin^2 x + \\cos^2 x", "1", "math", None),
 ]
 
 MUST_BE_DIFFERENT = [
@@ -217,6 +242,34 @@ MUST_BE_DIFFERENT = [
     ("0.01", "0.0", "theoremqa", None),
     ("(b)", "(a)", "theoremqa", None),
     ("41", "42", "synthetic", None),
+    # issue 19: hedges, float overflow, tiny differences, equations are wrong
+    ("12 or 13", "12", "gsm8k", None),
+    ("between 12 and 13", "12", "gsm8k", None),
+    ("12-13", "12", "gsm8k", None),
+    ("12 - 13", "12", "gsm8k", None),
+    ("12 to 13", "12", "gsm8k", None),
+    ("12, 13, 14 or 15", "12", "gsm8k", None),
+    ("12, 13", "12", "gsm8k", None),
+    ("\\boxed{12 or 13}", "12", "gsm8k", None),
+    ("12 or 13", "12", "svamp", None),
+    ("between 12 and 13", "12", "svamp", None),
+    ("12-13", "12", "svamp", None),
+    ("12, 13, 14 or 15", "12", "svamp", None),
+    ("True or False", "True", "theoremqa", None),
+    ("Yes or no", "True", "theoremqa", None),
+    ("\\text{True} or \\text{False}", "True", "theoremqa", None),
+    ("True/False", "False", "theoremqa", None),
+    ("1e309", "\\infty", "math", None),
+    ("1e400", "1e401", "math", None),
+    ("1e309", "\\infty", "theoremqa", None),
+    ("1e400", "1e401", "theoremqa", None),
+    ("1e400", "1e401", "gsm8k", None),
+    ("10^{-20}", "0", "math", None),
+    ("1+10^{-12}", "1", "math", None),
+    ("\\sqrt{2}+10^{-12}", "\\sqrt{2}", "math", None),
+    ("x + y + z = 0", "0", "math", None),
+    ("x + y = 5", "5", "math", None),
+    ("12 or 13", "12", "math", None),
 ]
 
 
@@ -238,6 +291,12 @@ def test_must_be_different(pred, gold, dataset, options):
 
 def test_pair_counts():
     assert len(MUST_BE_EQUAL) >= 40 and len(MUST_BE_DIFFERENT) >= 40
+
+
+@pytest.mark.parametrize("dataset", ["gsm8k", "svamp", "math", "aqua", "mathqa", "theoremqa"])
+def test_missing_response_is_no_answer(dataset):
+    assert grade_response(None, "12", dataset) == GradeResult("", False, "no_answer")
+    assert grade_batch([None, "The answer is 12"], ["12", "12"], dataset)[0].status == "no_answer"
 
 
 def test_empty_gold_is_never_matched():

@@ -11,18 +11,23 @@ Tolerance policy (the one place it is written; the README repeats it):
 - ``number`` (GSM8K, SVAMP, synthetic): the prediction and gold are parsed as exact numbers after removing
   thousands commas, currency signs, percent signs and trailing zeros; two integers must be equal exactly,
   otherwise they must agree within a relative 1e-9 of the gold (float printing noise such as 18.000000000001,
-  never a rounding: 12 != 12.5, 12 != 120, 1000000.5 != 1000000, 123456789 != 123456790).
+  never a rounding: 12 != 12.5, 12 != 120, 1000000.5 != 1000000, 123456789 != 123456790). A hedge ("12 or 13",
+  "between 12 and 13", "12-13", "12, 13, 14 or 15") is wrong, whichever number comes first.
 - ``math`` (MATH): normalised LaTeX strings equal, else exact numbers equal (as above), else sympy equivalence:
-  closed forms agree to 9 significant digits numerically (at three random points when there are variables);
+  rational values exactly (10^{-20} != 0, 1+10^{-12} != 1), other exact closed forms to 40 significant digits,
+  forms written with a decimal to 9 (at three random points when there are variables; no float overflow:
+  1e400 != 1e401, 1e309 != \\infty);
   tuples and intervals element by element with the same brackets; unordered comma lists as multisets;
-  matrices entry by entry. A predicted ``x = 5`` is compared by its right side when the gold has no ``=``.
+  matrices entry by entry. A predicted ``x = 5`` is compared by its right side when the gold has no ``=`` and the
+  left side is one variable (``x + y + z = 0`` is not ``0``).
   A float never matches an exact value it only approximates (0.333 != 1/3, 1.41 != sqrt(2)).
 - ``choice_upper`` / ``choice_lower`` (AQuA, MathQA): exactly one option letter, case-insensitive, written
   ``C``, ``(C)``, ``C)``, ``c )`` or ``option C``; or an answer equal to exactly one option's text, or to
   exactly one option's number within a relative 0.1% ("2.3333" names "7/3"). Several letters are wrong.
-- ``theoremqa``: True/False (yes/no accepted); lists element by element; numbers within a relative 1% of the
-  gold (TheoremQA golds are rounded to 2-4 digits); when both prediction and gold are written as integers they
-  must be equal exactly; a zero gold needs |pred| <= 1e-9; option letters like ``(a)`` as letters.
+- ``theoremqa``: True/False (yes/no accepted; "True or False" is wrong); lists element by element; numbers
+  within a relative 1% of the gold (TheoremQA golds are rounded to 2-4 digits); when both prediction and gold
+  are written as integers they must be equal exactly; a zero gold needs |pred| <= 1e-9; option letters like
+  ``(a)`` as letters.
 - Empty predictions are never correct (also against an empty gold). A comparison that exceeds its time bound
   (5 s, symbolic work in a killable helper process) is graded wrong with status ``"timeout"``.
 """
@@ -39,6 +44,7 @@ from src.grading.compare import (
     REL_TOL_EXACT,
     REL_TOL_THEOREMQA,
     get_checker,
+    is_bool_hedge,
     normalize_math,
     numbers_equal,
     parse_number,
@@ -144,6 +150,8 @@ def _equal_theoremqa(pred: str, gold: str) -> tuple[bool, str]:
         return False, "ok"
     if g.lower() in ("true", "false"):
         plain = re.sub(r"\\(?:text|textbf|mathrm|mbox)\{([^{}]*)\}", r"\1", p).lower()
+        if is_bool_hedge(plain):  # "True or False": both answers at once
+            return False, "ok"
         word = re.match(r"[a-z]*", re.sub(r"^[^a-z]+", "", plain)).group(0)  # "Yes, because ..." -> yes
         return _BOOLS.get(word) is (g.lower() == "true"), "ok"
     if re.fullmatch(r"\([a-e]\)", g):
@@ -193,6 +201,8 @@ def answers_equal(pred: str, gold: str, dataset: str) -> bool:
 
 def grade_response(response: str, gold: str, dataset: str, mode: str = "cot", options=None) -> GradeResult:
     """Grade one CoT response, or one PoT program (run in a one-off sandbox pool)."""
+    if not isinstance(response, str):  # a missing response (None) is no answer, not a crash
+        return GradeResult("", False, "no_answer")
     if mode == "pot":
         return grade_batch([response], [gold], dataset, mode, options=[options])[0]
     pred = extract_answer(response, dataset, "cot", options)
@@ -233,7 +243,7 @@ def grade_batch(responses: list[str], golds: list[str], dataset: str, mode: str 
     own = executor is None
     ex = PotExecutor(workers=2) if own else executor
     try:
-        runs = ex.run(list(responses))
+        runs = ex.run([r if isinstance(r, str) else "" for r in responses])  # None: no program
     finally:
         if own:
             ex.close()

@@ -176,11 +176,32 @@ def normalize_math(text: str) -> str:
     return s
 
 
+# A name an answer may be assigned to: x, x_1, y', \theta, \theta_0, AB (a segment), \angle ABC, m\angle A, f(x)
+_GREEK_RE = r"\\(?:alpha|beta|gamma|delta|theta|phi|varphi|psi|omega|lambda|mu|sigma|rho|tau|epsilon|eta|xi|zeta)"
+_VARIABLE_RE = re.compile(rf"(?:[A-Za-z]|{_GREEK_RE}|[A-Z]{{2,3}}|(?:m\s*)?\\angle\s*[A-Z]{{1,3}})(?:_\{{?\w+\}}?)?'*"
+                          r"(?:\([a-z]\))?")
+
+
 def strip_variable_lhs(s: str) -> str:
-    """``x=5`` -> ``5``; ``k = \\frac{1}{2}`` -> ``\\frac{1}{2}``: the answer is the right side of the last ``=``."""
-    if "=" in s and not any(t in s for t in ("\\le", "\\ge", "<", ">")):
-        return s.rsplit("=", 1)[1].strip()
+    """``x=5`` -> ``5``; ``k = \\frac{1}{2}`` -> ``\\frac{1}{2}``; ``0.56 = 56`` -> ``56``: the right side of the last
+    ``=`` when every side before it is one variable or a computation without letters. Anything else is an equation
+    and stays whole: ``x + y + z = 0`` is not the answer ``0``."""
+    if "=" not in s or any(t in s for t in ("\\le", "\\ge", "<", ">")):
+        return s
+    *lefts, right = s.split("=")
+    if all(_VARIABLE_RE.fullmatch(left.strip()) or (left.strip() and not re.search(r"[A-Za-z]", left))
+           for left in lefts):
+        return right.strip()
     return s
+
+
+_BOOL_WORD = r"(?:true|false|yes|no|correct|incorrect)"
+_BOOL_HEDGE_RE = re.compile(rf"{_BOOL_WORD}\s*(?:\bor\b|\band\b|\bnor\b|/|\\lor)\s*{_BOOL_WORD}\b", re.IGNORECASE)
+
+
+def is_bool_hedge(text: str) -> bool:
+    """``True or False``, ``Yes or no``, ``True/False``: both answers at once (graded wrong)."""
+    return _BOOL_HEDGE_RE.match(re.sub(r"^[^A-Za-z]+", "", text.strip())) is not None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -192,7 +213,8 @@ class SympyChecker:
 
     def __init__(self, timeout: float = SYMPY_TIMEOUT_S):
         self.timeout = timeout
-        self.worker = LineWorker("src.grading.symbolic:handle", setup="src.grading.symbolic:warm_up")
+        # one confined child per comparison (user nobody, no network, nothing writable): see sandbox.symbolic_handle
+        self.worker = LineWorker("src.grading.sandbox:symbolic_handle", setup="src.grading.sandbox:warm_up_symbolic")
         self.timeouts = 0
 
     def equal(self, pred: str, gold: str) -> bool | None:

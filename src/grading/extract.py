@@ -74,11 +74,38 @@ def last_number(text: str) -> str | None:
     return found[-1].replace(",", "") if found else None
 
 
+_HEDGE_GAP_RE = re.compile(r",|,?\s*(?:or|or maybe|or perhaps|or possibly|to|and)|[-–~]", re.IGNORECASE)
+
+
+def stated_number(seg: str) -> str:
+    """The number a final-answer segment states. Alternatives or a range ("12 or 13", "between 12 and 13",
+    "12-13", "12, 13, 14 or 15", a bare list "12, 13") come back joined with " or ", which never grades as
+    correct: taking the first number would accept a hedge."""
+    text = seg.replace("−", "-")
+    found = list(_NUMBER_RE.finditer(text))
+    if not found:
+        return ""
+    chain, connective = [found[0]], False
+    for cur in found[1:]:
+        gap = text[chain[-1].end():cur.start()].strip()
+        if gap == "" and cur.group(0).startswith("-"):  # "12-13"
+            connective = True
+        elif _HEDGE_GAP_RE.fullmatch(gap):
+            connective = connective or gap != ","
+        else:
+            break
+        chain.append(cur)
+    numbers = [m.group(0).replace(",", "") for m in chain]
+    if len(numbers) > 1 and (connective or not text[chain[-1].end():].strip(" .")):
+        return " or ".join(numbers)
+    return numbers[0]
+
+
 def extract_number(response: str, from_program: bool = False) -> str:
     seg = normalize_program_output(response) if from_program else answer_segment(response)
     if seg is None:
         boxed = last_boxed(response)
-        return (first_number(boxed) if boxed is not None else last_number(response)) or ""
+        return (stated_number(boxed) if boxed is not None else last_number(response)) or ""
     boxed = last_boxed(seg)
     if boxed is not None:
         seg = boxed
@@ -86,7 +113,7 @@ def extract_number(response: str, from_program: bool = False) -> str:
     seg = seg.replace("\\$", "").replace("$", "").replace("\\!", "")  # "-$5" is -5
     if "=" in seg:  # "5 + 3 = 8": the result is on the right of the last "="
         seg = seg.rsplit("=", 1)[1]
-    return first_number(seg) or ""
+    return stated_number(seg)
 
 
 def extract_math(response: str, from_program: bool = False) -> str:
