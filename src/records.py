@@ -230,6 +230,11 @@ def write_json(path: str | Path, obj: Any, indent: int | None = 2, final_newline
     return _write_atomically(path, write)
 
 
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` atomically as it is (a verified file copied byte for byte)."""
+    return _write_atomically(path, lambda fh: fh.write(text))
+
+
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
     """Write JSON lines atomically (whole file replaced, never appended)."""
     return _write_atomically(path, lambda fh: fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
