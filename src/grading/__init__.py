@@ -60,9 +60,10 @@ from src.grading.extract import (
     normalize_program_output,
     options_from_question,
 )
+from src.grading.reference import GRADERS, reference_grade_batch
 from src.grading.sandbox import PotExecutor, ProgramResult
 
-__all__ = ["GradeResult", "grade_response", "grade_batch", "PotExecutor", "ProgramResult", "extract_answer",
+__all__ = ["GRADERS", "GradeResult", "grade_response", "grade_batch", "PotExecutor", "ProgramResult", "extract_answer",
            "answers_equal", "grade_program_output",
            "options_from_question"]
 
@@ -199,8 +200,14 @@ def answers_equal(pred: str, gold: str, dataset: str) -> bool:
     return compare_answers(pred, gold, dataset)[0]
 
 
-def grade_response(response: str, gold: str, dataset: str, mode: str = "cot", options=None) -> GradeResult:
-    """Grade one CoT response, or one PoT program (run in a one-off sandbox pool)."""
+def grade_response(response: str, gold: str, dataset: str, mode: str = "cot", options=None,
+                   grader: str = "project") -> GradeResult:
+    """Grade one CoT response, or one PoT program (run in a one-off sandbox pool).
+
+    ``grader="reference"``: the original code's decisions (src/grading/reference.py); ``options`` unused.
+    """
+    if grader != "project":
+        return grade_batch([response], [gold], dataset, mode, options=[options], grader=grader)[0]
     if not isinstance(response, str):  # a missing response (None) is no answer, not a crash
         return GradeResult("", False, "no_answer")
     if mode == "pot":
@@ -226,7 +233,8 @@ def grade_program_output(result: ProgramResult, gold: str, dataset: str, options
 
 
 def grade_batch(responses: list[str], golds: list[str], dataset: str, mode: str = "cot",
-                executor: PotExecutor | None = None, options: list | None = None) -> list[GradeResult]:
+                executor: PotExecutor | None = None, options: list | None = None,
+                grader: str = "project") -> list[GradeResult]:
     """Grade many responses; PoT programs run through ``executor`` (a pool is created and closed if None).
 
     ``options`` is per item (``options[i]`` belongs to ``responses[i]``), as stored in the test files.
@@ -236,13 +244,18 @@ def grade_batch(responses: list[str], golds: list[str], dataset: str, mode: str 
     opts = list(options) if options is not None else [None] * len(responses)
     if len(opts) != len(responses):
         raise ValueError(f"{len(responses)} responses but {len(opts)} option lists")
-    if mode == "cot":
-        return [grade_response(r, g, dataset, "cot", o) for r, g, o in zip(responses, golds, opts)]
-    if mode != "pot":
+    if grader not in GRADERS:
+        raise ValueError(f"grader must be one of {', '.join(GRADERS)}, got {grader!r}")
+    if mode not in ("cot", "pot"):
         raise ValueError(f"mode must be 'cot' or 'pot', got {mode!r}")
-    own = executor is None
+    if mode == "cot" and grader == "project":
+        return [grade_response(r, g, dataset, "cot", o) for r, g, o in zip(responses, golds, opts)]
+    own = executor is None and mode == "pot"
     ex = PotExecutor(workers=2) if own else executor
     try:
+        if grader == "reference":
+            texts = [r if isinstance(r, str) else "" for r in responses]
+            return reference_grade_batch(texts, [str(g) for g in golds], dataset, mode, ex)
         runs = ex.run([r if isinstance(r, str) else "" for r in responses])  # None: no program
     finally:
         if own:
