@@ -6,24 +6,43 @@
 
 Writes ``<dataset>_res.json`` per data set and ``metrics.json`` (accuracy per data set and per level, counts,
 generated tokens, seconds, engine start-up seconds). ``--help`` lists every flag; the logic is in
-src/evaluation.py.
+src/evaluation.py. Bad input is one line on stderr and exit status 2 before the engine starts (src/cli.py); the
+run holds ``<results_path>.lock``, so a second run on the same --results_path is refused.
 """
 
+from __future__ import annotations
+
 import sys
+from pathlib import Path
 
-from transformers import HfArgumentParser
-
-from src.evaluation import EvalConfig, run_eval
-from src.records import RecordError
+from src.cli import UsageError, check_input_file, check_output, check_range, output_lock, parse_args, run_cli
+from src.evaluation import EvalConfig, load_eval_sets, run_eval
 
 
-def main(argv: list[str] | None = None) -> None:
-    (cfg,) = HfArgumentParser(EvalConfig).parse_args_into_dataclasses(args=argv)
-    try:
+def check_eval_args(cfg: EvalConfig) -> None:
+    """Every check that needs no engine: numbers, the test files and their records, the model, the output."""
+    check_range("max_length", cfg.max_length, 1)
+    check_range("max_model_len", cfg.max_model_len, 1)
+    check_range("device_num", cfg.device_num, 1)
+    check_range("pot_workers", cfg.pot_workers, 1)
+    check_range("temperature", cfg.temperature, 0)
+    files = [check_input_file("eval_data_file", f) for f in cfg.eval_data_file]
+    load_eval_sets(cfg.dataset_name, cfg.eval_data_file)
+    if not (Path(cfg.model_name_or_path) / "config.json").is_file():
+        raise UsageError(f"--model_name_or_path {cfg.model_name_or_path}: not a model folder (no config.json)")
+    check_output("results_path", cfg.results_path, "folder", inputs=files)
+
+
+def run(argv: list[str] | None) -> None:
+    (cfg,) = parse_args([EvalConfig], argv, "eval.py")
+    check_eval_args(cfg)
+    with output_lock(cfg.results_path):
         run_eval(cfg)
-    except RecordError as err:  # bad input: one clear line naming the file, nothing written
-        sys.exit(f"eval.py: error: {err}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("eval.py", lambda: run(argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -7,7 +7,9 @@
 `--help` lists every flag; all logic lives in src/sampling (this file only names the strategy).
 """
 
+import sys
+
 from src.sampling.cli import main
 
 if __name__ == "__main__":
-    main("state_reset")
+    sys.exit(main("state_reset"))

@@ -15,6 +15,7 @@ path is refused instead of silently overwriting the first's files.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import os
@@ -35,6 +36,17 @@ class UsageError(ValueError):
 BAD_INPUT = (UsageError, RecordError)
 
 
+def one_line_errors(parser: argparse.ArgumentParser, prog: str) -> argparse.ArgumentParser:
+    """Make argparse's own errors (unknown flag, bad choice, missing value) a :class:`UsageError`."""
+
+    def error(message: str):
+        raise UsageError(f"{message} (see {prog} --help)")
+
+    parser.error = error  # type: ignore[method-assign]
+    parser.allow_abbrev = False  # "--learning_rat" is a typo, not --learning_rate
+    return parser
+
+
 def parse_args(types: Sequence[type], argv: list[str] | None, prog: str, description: str | None = None,
                defaults: dict[str, Any] | None = None) -> tuple:
     """Parse ``argv`` into one instance of each dataclass in ``types`` (``--help`` lists every field's help).
@@ -44,14 +56,9 @@ def parse_args(types: Sequence[type], argv: list[str] | None, prog: str, descrip
     """
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser(list(types), prog=prog, description=description)
+    parser = one_line_errors(HfArgumentParser(list(types), prog=prog, description=description), prog)
     if defaults:
         parser.set_defaults(**defaults)
-
-    def one_line_error(message: str):  # argparse's own errors (unknown flag, bad choice) follow the contract too
-        raise UsageError(f"{message} (see {prog} --help)")
-
-    parser.error = one_line_error
     try:
         return tuple(parser.parse_args_into_dataclasses(args=argv))
     except UsageError:

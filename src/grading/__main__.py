@@ -15,17 +15,21 @@ status was "error" / "timeout". ``--out`` writes the items back with ``pred_valu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 
+from src.cli import check_input_file, check_output, check_range, one_line_errors, output_lock, run_cli
 from src.datasets import DATASETS
 from src.grading import PotExecutor, grade_batch, options_from_question
 from src.records import RecordError, read_json_or_jsonl, write_json
 
+PROG = "python -m src.grading"
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m src.grading", description=__doc__.split("\n\n")[0],
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("file", help="JSON/JSONL list of items to grade")
     ap.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="decides the answer format")
@@ -33,32 +37,58 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--field", default="answer_cot", help="item field holding the response(s)")
     ap.add_argument("--out", default=None, help="write the items with pred_value and correct added")
     ap.add_argument("--workers", type=int, default=2, help="PoT sandbox processes")
-    args = ap.parse_args(argv)
+    args = one_line_errors(ap, PROG).parse_args(argv)
+    check_range("workers", args.workers, 1)
+    check_input_file("file", args.file)
+    if args.out:
+        check_output("out", args.out, "file", inputs=[args.file])
+    return args
 
-    try:
-        items = read_json_or_jsonl(args.file)
-    except RecordError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+def load_items(path: str, field: str) -> tuple[list[dict], list[tuple[int, str, str, object]]]:
+    """The items and one (item index, response, gold, options) per response; RecordError naming item and field."""
+    items = read_json_or_jsonl(path)
     if not isinstance(items, list):
-        print(f"error: {args.file}: expected a JSON list of items", file=sys.stderr)
-        return 2
-    flat: list[tuple[int, str, str, object]] = []  # (item index, response, gold, options)
+        raise RecordError(f"{path}: expected a JSON list of items")
+    flat: list[tuple[int, str, str, object]] = []
     for i, item in enumerate(items):
-        for key in (args.field, "answer_value"):
+        for key in (field, "answer_value"):
             if not isinstance(item, dict) or key not in item:
-                print(f"error: {args.file}: item {i}: missing field {key!r}", file=sys.stderr)
-                return 2
-        value = item[args.field]
+                raise RecordError(f"{path}: item {i}: missing field {key!r}")
+        value = item[field]
         responses = value if isinstance(value, list) else [value]
         if not all(isinstance(r, str) for r in responses):
-            print(f"error: {args.file}: item {i}: {args.field!r} must be a string or a list of strings",
-                  file=sys.stderr)
-            return 2
+            raise RecordError(f"{path}: item {i}: {field!r} must be a string or a list of strings")
         # options: the item's own, else those written into its question ("Answer Choices: (A) ...")
         options = item.get("options") or options_from_question(str(item.get("question", ""))) or None
         flat += [(i, r, str(item["answer_value"]), options) for r in responses]
+    return items, flat
 
+
+def graded_items(items: list[dict], per_item: list[list], field: str) -> list[dict]:
+    out = []
+    for item, item_grades in zip(items, per_item):
+        row = dict(item)
+        if isinstance(item[field], list):
+            row["pred_value"] = [g.pred_value for g in item_grades]
+            row["correct_list"] = [g.correct for g in item_grades]
+            row["correct"] = bool(item_grades) and item_grades[0].correct
+        else:
+            row["pred_value"] = item_grades[0].pred_value
+            row["correct"] = item_grades[0].correct
+        out.append(row)
+    return out
+
+
+def run(argv: list[str] | None) -> None:
+    args = parse(argv)
+    items, flat = load_items(args.file, args.field)
+    with output_lock(args.out) if args.out else contextlib.nullcontext():
+        summary = grade_and_write(args, items, flat)
+    print(json.dumps(summary))
+
+
+def grade_and_write(args: argparse.Namespace, items: list[dict], flat: list[tuple[int, str, str, object]]) -> dict:
     start = time.monotonic()
     executor = PotExecutor(workers=args.workers) if args.mode == "pot" else None
     try:
@@ -77,20 +107,12 @@ def main(argv: list[str] | None = None) -> int:
                "errors": sum(g.status == "error" for g in grades),
                "timeouts": sum(g.status == "timeout" for g in grades), "seconds": round(seconds, 3)}
     if args.out:
-        out = []
-        for item, item_grades in zip(items, per_item):
-            row = dict(item)
-            if isinstance(item[args.field], list):
-                row["pred_value"] = [g.pred_value for g in item_grades]
-                row["correct_list"] = [g.correct for g in item_grades]
-                row["correct"] = bool(item_grades) and item_grades[0].correct
-            else:
-                row["pred_value"] = item_grades[0].pred_value
-                row["correct"] = item_grades[0].correct
-            out.append(row)
-        write_json(args.out, out)
-    print(json.dumps(summary))
-    return 0
+        write_json(args.out, graded_items(items, per_item, args.field))
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(PROG, lambda: run(argv))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
 
 Several ``--inference_data_file`` / ``--dataset_name`` pairs are served by one engine (loaded once); each data
 set then gets its own subfolder ``<results_path>/<dataset_name>/``.
+
+Every input is checked before the engine starts (src/cli.py's contract: one line, exit 2, nothing written):
+flags, data sets, pool files, the model, the teacher settings and the output folder, which is then locked for
+the run.
 """
 
 from __future__ import annotations
@@ -16,7 +20,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from src.engine import EngineConfig, build_llm
+from src import engine
+from src.cli import (
+    UsageError,
+    check_input_file,
+    check_model_source,
+    check_output,
+    check_range,
+    output_lock,
+    parse_args,
+    run_cli,
+)
+from src.datasets import get_dataset
+from src.engine import EngineConfig
 from src.records import load_records
 from src.sampling.loop import SamplingAborted, SamplingConfig, SamplingRun, run_sampling, write_sampling_outputs
 from src.sampling.teacher import TeacherClient, TeacherConfig, TeacherError
@@ -34,6 +50,18 @@ class DataArguments:
         "help": "output folder (one subfolder per dataset when several); existing files are replaced"})
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
 
+    def __post_init__(self) -> None:
+        if len(self.inference_data_file) != len(self.dataset_name):
+            raise ValueError(f"{len(self.inference_data_file)} --inference_data_file but {len(self.dataset_name)} "
+                             "--dataset_name; give one name per file")
+        for name in self.dataset_name:
+            get_dataset(name)  # ValueError naming the known data sets
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            raise ValueError(f"--log_level {self.log_level!r} is not a logging level (DEBUG, INFO, WARNING, ERROR)")
+        if len(set(self.dataset_name)) != len(self.dataset_name) and len(self.dataset_name) > 1:
+            raise ValueError(f"--dataset_name repeats a name ({' '.join(self.dataset_name)}): the per-dataset "
+                             "output folders would overwrite each other")
+
 
 def sample_and_save(llm, records: list[dict], dataset: str, cfg: SamplingConfig, out_dir: str | Path,
                     teacher: TeacherClient | None = None, engine_start_seconds: float | None = None) -> SamplingRun:
@@ -47,40 +75,69 @@ def sample_and_save(llm, records: list[dict], dataset: str, cfg: SamplingConfig,
     return run
 
 
-def main(strategy: str, argv: list[str] | None = None) -> list[SamplingRun]:
-    """Parse the command line (``--help`` lists every flag), load the data, build the engine, sample, save."""
-    from transformers import HfArgumentParser
+SCRIPTS = {"vanilla": "inference.py", "answer_driven": "inference_answer_driven.py",
+           "rationale_driven": "inference_rationale_driven.py", "teacher_help": "inference_teacher_help.py",
+           "state_reset": "inference_state_reset.py"}
 
-    types = [DataArguments, SamplingConfig, EngineConfig] + ([TeacherConfig] if strategy == "teacher_help" else [])
-    parser = HfArgumentParser(types, description=f"GSI sampling with the {strategy} strategy "
-                                                 "(initial samples, then guided resampling rounds).")
-    parser.set_defaults(strategy=strategy)
-    data, cfg, engine_cfg, *rest = parser.parse_args_into_dataclasses(args=argv)
+
+def check_sampling_args(strategy: str, data: DataArguments, cfg: SamplingConfig, engine_cfg: EngineConfig,
+                        teacher_cfg: TeacherConfig | None) -> tuple[list[tuple[str, list[dict]]], TeacherClient | None]:
+    """Every check that needs no engine; returns the validated pools as (dataset name, records) and the teacher."""
     if cfg.strategy != strategy:
-        parser.error(f"this script runs the {strategy} strategy; use the script of {cfg.strategy} instead")
-    if len(data.inference_data_file) != len(data.dataset_name):
-        parser.error(f"{len(data.inference_data_file)} --inference_data_file but {len(data.dataset_name)} "
-                     "--dataset_name; give one name per file")
-    logging.basicConfig(level=data.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        raise UsageError(f"this script runs the {strategy} strategy; use {SCRIPTS.get(cfg.strategy, 'the script of')} "
+                         f"for {cfg.strategy}")
+    if cfg.min_correct_num > cfg.sample_num:
+        raise UsageError(f"--min_correct_num {cfg.min_correct_num} is more than --sample_num {cfg.sample_num}")
+    check_range("max_new_tokens", cfg.max_new_tokens, 1)
+    check_range("temperature", cfg.temperature, 0)
+    check_range("top_p", cfg.top_p, 0, 1)
+    check_range("pot_workers", cfg.pot_workers, 1)
+    check_range("device_num", engine_cfg.device_num, 1)
+    check_range("max_model_len", engine_cfg.max_model_len, 1)
+    files = [check_input_file("inference_data_file", f) for f in data.inference_data_file]
+    pools = [(name, load_records(path, "pool")) for path, name in zip(files, data.dataset_name)]
+    teacher = None
+    if teacher_cfg is not None:
+        if not teacher_cfg.teacher_model:
+            raise UsageError("teacher_help needs --teacher_model (the name the teacher endpoint serves)")
+        if not teacher_cfg.teacher_base_url.startswith(("http://", "https://")):
+            raise UsageError(f"--teacher_base_url must be an http(s) URL, got {teacher_cfg.teacher_base_url!r}")
+        try:  # asks the endpoint for its model list: a closed port or a wrong name fails here, in seconds
+            teacher = TeacherClient(teacher_cfg)
+        except TeacherError as err:
+            raise UsageError(str(err)) from None
+    check_model_source("model_name_or_path", engine_cfg.model_name_or_path)
+    check_output("results_path", data.results_path, "folder", inputs=files)
+    return pools, teacher
 
-    # Validate every input before the (slow) engine start.
-    pools = [(name, load_records(path, "train")) for path, name in zip(data.inference_data_file, data.dataset_name)]
-    try:  # the teacher's endpoint and model name are checked here, before the engine starts
-        teacher = TeacherClient(rest[0]) if rest else None
-    except TeacherError as err:
-        sys.exit(f"error: {err}")
-    start = time.perf_counter()
-    llm = build_llm(engine_cfg)
-    engine_start = time.perf_counter() - start
-    log.info("engine started in %.1f s", engine_start)
 
-    runs = []
-    for name, records in pools:
-        out = Path(data.results_path) / name if len(pools) > 1 else Path(data.results_path)
-        try:
-            runs.append(sample_and_save(llm, records, name, cfg, out, teacher, engine_start))
-        except SamplingAborted as err:
-            sys.exit(f"error: {err}")
-        log.info("%s: %d queries, coverage %.3f, %d training items -> %s", name, len(records),
-                 runs[-1].stats["rounds"][-1]["coverage"], len(runs[-1].resample_results), out)
-    return runs
+def main(strategy: str, argv: list[str] | None = None) -> int:
+    """Parse the command line (``--help`` lists every flag), check it, build the engine, sample, save.
+
+    Returns the exit status: 0, 2 for bad input (one line on stderr, before the engine), 1 for an aborted run.
+    """
+    return run_cli(SCRIPTS[strategy], lambda: sample_from_command_line(strategy, argv))
+
+
+def sample_from_command_line(strategy: str, argv: list[str] | None) -> int:
+    types = [DataArguments, SamplingConfig, EngineConfig] + ([TeacherConfig] if strategy == "teacher_help" else [])
+    data, cfg, engine_cfg, *rest = parse_args(
+        types, argv, SCRIPTS[strategy], defaults={"strategy": strategy},
+        description=f"GSI sampling with the {strategy} strategy (initial samples, then guided resampling rounds).")
+    pools, teacher = check_sampling_args(strategy, data, cfg, engine_cfg, rest[0] if rest else None)
+    logging.basicConfig(level=data.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with output_lock(data.results_path):
+        start = time.perf_counter()
+        llm = engine.build_llm(engine_cfg)  # looked up at call time, so tests can forbid it
+        engine_start = time.perf_counter() - start
+        log.info("engine started in %.1f s", engine_start)
+        for name, records in pools:
+            out = Path(data.results_path) / name if len(pools) > 1 else Path(data.results_path)
+            try:
+                run = sample_and_save(llm, records, name, cfg, out, teacher, engine_start)
+            except SamplingAborted as err:
+                print(f"{SCRIPTS[strategy]}: error: {err}", file=sys.stderr)
+                return 1
+            log.info("%s: %d queries, coverage %.3f, %d training items -> %s", name, len(records),
+                     run.stats["rounds"][-1]["coverage"], len(run.resample_results), out)
+    return 0
