@@ -3,7 +3,8 @@
 # (": "${VAR:=value}"), so every setting can be overridden from the environment:
 #
 #   NUM_ITERS=1 SAMPLE_NUM=4 bash scripts/tiny/cot_train_state_reset.sh
-#   DRY_RUN=1 bash scripts/llama3/cot_train_state_reset.sh     # print every stage's command, run nothing
+#   DRY_RUN=1 bash scripts/llama3/cot_train_state_reset.sh     # print the settings and every stage's command
+#   GSI_REPO=$PWD sbatch --gpus-per-node=8 scripts/llama3/cot_train_state_reset.sh   # SLURM runs a spooled copy
 #
 # Each stage runs through `python -m src.stages run`, which skips it when its marker says it finished with the
 # same inputs, otherwise clears its partial outputs, runs it, and records inputs/outputs (sha256), wall time and
@@ -13,15 +14,16 @@
 #   $OUTPUT_DIR/$MODEL_TAG/$EXP_NAME/iter_data/${DATA_NAME}_iter_<i>.json     training data of iteration i
 #   $OUTPUT_DIR/$MODEL_TAG/$EXP_NAME/iter_<i>/{model,eval_data,inference_data} + logs/<stage>.log + stages/
 
-GSI_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The repository: GSI_REPO when set (sbatch runs a spooled copy of the script, far from the repository), else
+# the folder above this file.
+GSI_REPO="${GSI_REPO:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+export GSI_REPO
 cd "$GSI_REPO"  # relative paths in settings are relative to the repository root
 export PYTHONPATH="$GSI_REPO${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
-# vLLM's engine core in the calling process: every request of a generate() call is queued before the first step,
-# so batches (and the seeded sampler's random stream) are the same in every run. With the default separate
-# engine-core process the first steps start while requests still arrive, and two runs with the same seed sample
-# different texts (measured: all 24 queries differed); a resumed run could then not reproduce an uninterrupted one.
-export VLLM_ENABLE_V1_MULTIPROCESSING="${VLLM_ENABLE_V1_MULTIPROCESSING:-0}"
+# VLLM_ENABLE_V1_MULTIPROCESSING is left alone: src/engine.py runs vLLM's engine core in the calling process on
+# CPU (same-seed runs sample the same texts there, so a resumed run reproduces an uninterrupted one) and keeps
+# vLLM's separate engine-core process on GPUs. Export it as 0 for bit-reproducible sampling on GPUs too.
 
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x "$GSI_REPO/.venv/bin/python" ]]; then PYTHON="$GSI_REPO/.venv/bin/python"; else PYTHON=python; fi
@@ -30,6 +32,24 @@ if [[ -z "${ACCELERATE:-}" ]]; then
     ACCELERATE="$(dirname "$PYTHON")/accelerate"
     [[ -x "$ACCELERATE" ]] || ACCELERATE=accelerate
 fi
+
+# ------------------------------------------------------------------------------------------------ GPUs
+# The GPUs of this job: CUDA_VISIBLE_DEVICES (SLURM sets it for --gpus), else SLURM_GPUS_ON_NODE, else
+# nvidia-smi; on a machine with none of them (a login node: DRY_RUN) the paper's 8 are assumed.
+gsi_gpu_ids() {
+    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+        echo "${CUDA_VISIBLE_DEVICES//,/ }"
+    elif [[ "${SLURM_GPUS_ON_NODE:-}" =~ ^[0-9]+$ ]]; then
+        seq -s ' ' 0 $((SLURM_GPUS_ON_NODE - 1))
+    elif command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then
+        seq -s ' ' 0 $(($(nvidia-smi -L | grep -c '^GPU') - 1))
+    else
+        seq -s ' ' 0 7
+    fi
+}
+gsi_count() { echo $#; }
+# Tensor-parallel size for N GPUs: the largest power of two <= N (Llama-3's 8 KV heads must divide evenly).
+gsi_tp_size() { local n=1; while ((n * 2 <= $1)); do n=$((n * 2)); done; echo "$n"; }
 
 # ------------------------------------------------------------------------------------------------ defaults
 # The calling script sets PROFILE, STRATEGY, EXP_TAG, MODE and MAX_RESAMPLE_NUM; everything else defaults here.
@@ -40,9 +60,20 @@ fi
 case "$PROFILE" in
     llama3)  # SPEC.md: Llama-3-8B on 8 GPUs, DeepSpeed ZeRO-2, global batch 64
         : "${MODEL_PATH:=models/Meta-Llama-3-8B}" "${MODEL_NAME:=llama3-8b}"
-        # teacher_help: start the teacher yourself, e.g. python -m vllm.entrypoints.openai.api_server
-        #   --model meta-llama/Meta-Llama-3-70B-Instruct --tensor-parallel-size 8 --port 8000 (another node)
-        : "${TEACHER_MODEL:=meta-llama/Meta-Llama-3-70B-Instruct}"
+        : "${GPU_IDS:=$(gsi_gpu_ids)}"
+        # shellcheck disable=SC2086
+        : "${NUM_GPUS:=$(gsi_count $GPU_IDS)}"
+        : "${DEVICE_NUM:=$(gsi_tp_size "$NUM_GPUS")}" "${TRAIN_PROCS:=$NUM_GPUS}" "${GLOBAL_BATCH:=64}"
+        # 80 GB fits a 4 x 1024-token micro-batch with 128k-vocabulary logits only with activations recomputed;
+        # bf16 weights from the start (DeepSpeed keeps fp32 master copies); a resumable checkpoint every 250
+        # steps (~10-15 min on 8 x 80 GB), the newest one kept (two exist while the next is being written).
+        : "${GRADIENT_CHECKPOINTING:=true}" "${TORCH_DTYPE:=auto}" "${SAVING_STEP_FREQ:=250}"
+        : "${POT_WORKERS:=8}"
+        # teacher_help: the teacher's name as served. Start it with the same name (README):
+        #   python -m vllm.entrypoints.openai.api_server --model /models/Meta-Llama-3-70B-Instruct \
+        #       --served-model-name Meta-Llama-3-70B-Instruct --tensor-parallel-size 8 --port 8000   (another node)
+        # or set TEACHER_SERVE_PATH to serve it on this node for the sampling stage (GPUs split, see below).
+        : "${TEACHER_MODEL:=Meta-Llama-3-70B-Instruct}"
         ;;
     tiny)  # 1M-parameter Llama + synthetic world on 2 CPU cores (DeepSpeed ZeRO-2, 2 processes, gloo)
         : "${MODEL_PATH:=output/tiny/base_model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=data/synthetic}"
@@ -58,7 +89,6 @@ case "$PROFILE" in
         # teacher_help: a stand-in teacher served locally (a 1M-parameter model cannot really critique; this
         # exercises the machinery). On a cluster point TEACHER_BASE_URL at Llama-3-70B-Instruct instead.
         : "${TEACHER_MODEL:=tiny-teacher}" "${TEACHER_SERVE_PATH:=$MODEL_PATH}" "${TEACHER_PORT:=8011}"
-        : "${TEACHER_BASE_URL:=http://127.0.0.1:$TEACHER_PORT/v1}"
         ;;
     *) echo "unknown PROFILE '$PROFILE' (llama3 or tiny)" >&2; exit 2 ;;
 esac
@@ -79,10 +109,25 @@ esac
 : "${MAX_LENGTH:=1024}"               # new tokens per sample / evaluation response
 : "${MAX_MODEL_LEN:=4096}"            # prompt + response tokens per sequence in vLLM
 : "${DEVICE_NUM:=8}"                  # tensor-parallel GPUs of the vLLM stages
+: "${POT_WORKERS:=2}"                 # PoT: sandbox processes running the sampled programs (eval and sample)
 : "${TEACHER_MODEL:=}"                # teacher_help: model name served at TEACHER_BASE_URL
-: "${TEACHER_BASE_URL:=http://127.0.0.1:8000/v1}"
 : "${TEACHER_SERVE_PATH:=}"           # teacher_help: if set, serve this model folder locally for the stage
-: "${TEACHER_PORT:=8000}"
+: "${TEACHER_PORT:=8000}"             # port of the teacher served here (TEACHER_SERVE_PATH)
+: "${TEACHER_BASE_URL:=http://127.0.0.1:$TEACHER_PORT/v1}"   # set it for a teacher on another node
+: "${TEACHER_CONCURRENCY:=16}"        # teacher requests in flight at once
+: "${TEACHER_PREFLIGHT:=1}"           # 1: check the teacher's name and port before the first stage
+# A teacher served on this node shares it with the student's sampling engine: by default the upper half of the
+# GPUs serve the teacher (tensor parallel over them) and the sampling stage runs on the lower half. Set
+# TEACHER_GPUS / SAMPLE_GPUS (comma lists) to split otherwise, TEACHER_GPU_MEM to share GPUs between the two.
+if [[ -n "$TEACHER_SERVE_PATH" && "$STRATEGY" == teacher_help && -n "${GPU_IDS:-}" ]] && ((NUM_GPUS > 1)); then
+    read -r -a _gsi_ids <<< "$GPU_IDS"
+    _gsi_half=$((NUM_GPUS / 2))
+    : "${SAMPLE_GPUS:=$(IFS=,; echo "${_gsi_ids[*]:0:_gsi_half}")}"
+    : "${TEACHER_GPUS:=$(IFS=,; echo "${_gsi_ids[*]:_gsi_half}")}"
+fi
+: "${SAMPLE_GPUS:=}" "${TEACHER_GPUS:=}" "${GPU_IDS:=}" "${NUM_GPUS:=0}"
+: "${TEACHER_TP:=$(gsi_tp_size "$(gsi_count ${TEACHER_GPUS//,/ })")}"   # teacher's tensor-parallel size
+: "${TEACHER_GPU_MEM:=0.9}"           # teacher's --gpu-memory-utilization
 # evaluation
 : "${EVAL_DATASETS:=gsm8k math aqua mathqa svamp theoremqa}"
 # next iteration's data
@@ -103,6 +148,12 @@ esac
 : "${LR_SCHEDULER:=linear}"
 : "${MAX_INPUT_LENGTH:=1024}"
 : "${KEEP_NUM_CKPT:=1}"
+: "${SAVING_STEP_FREQ:=0}"            # resumable checkpoint every N optimizer steps (0: per epoch only)
+: "${GRADIENT_CHECKPOINTING:=false}"  # recompute activations (less GPU memory)
+: "${TORCH_DTYPE:=auto}"              # dtype the weights are loaded in (auto: bf16 under DeepSpeed bf16)
+: "${TRAIN_PROCS:=}"                  # training processes (empty: ACCELERATE_CONFIG's num_processes)
+: "${GLOBAL_BATCH:=}"                 # set: DeepSpeed accumulation = GLOBAL_BATCH / (BATCH_SIZE x TRAIN_PROCS)
+: "${MAIN_PROCESS_PORT:=0}"           # torch.distributed rendezvous port; 0: a free one (shared nodes)
 : "${TRAIN_EXTRA_ARGS:=}"             # more train.py flags, word-split (e.g. "--adam_beta2 0.98")
 # machinery
 : "${DRY_RUN:=0}"                     # 1: print each stage's command instead of running it
@@ -119,6 +170,8 @@ fi
 export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR DATA_DIR DATA_NAME NUM_ITERS \
     START_ITER SEED TRAIN_DATASETS SAMPLE_NUM MIN_CORRECT_NUM MAX_RESAMPLE_NUM TEMPERATURE MAX_LENGTH MAX_MODEL_LEN \
     DEVICE_NUM TEACHER_MODEL TEACHER_BASE_URL TEACHER_SERVE_PATH TEACHER_PORT EVAL_DATASETS ORIGINAL_DATA \
+    GPU_IDS NUM_GPUS POT_WORKERS TEACHER_CONCURRENCY TEACHER_PREFLIGHT SAMPLE_GPUS TEACHER_GPUS TEACHER_TP TEACHER_GPU_MEM \
+    SAVING_STEP_FREQ GRADIENT_CHECKPOINTING TORCH_DTYPE TRAIN_PROCS GLOBAL_BATCH MAIN_PROCESS_PORT \
     INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
     LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS \
     DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE
@@ -173,19 +226,29 @@ gsi_data_stage() {
     gsi_stage data "$EXP_DIR/iter_0" cp "$ORIGINAL_DATA" "$(gsi_iter_data 0)"
 }
 
+# DeepSpeed's accumulation keeping the global batch at GLOBAL_BATCH on TRAIN_PROCS processes (rounded up).
+gsi_ds_grad_acc() {
+    local per_step=$((BATCH_SIZE * ${TRAIN_PROCS:-1}))
+    echo $(((GLOBAL_BATCH + per_step - 1) / per_step))
+}
+
 # Training stage: see scripts/_template.sh (TRAIN_FILE, ITER_DIR and the training settings).
 gsi_train_stage() {
     : "${TRAIN_FILE:?}" "${ITER_DIR:?}"
     STAGE_INPUTS=("$MODEL_PATH" "$TRAIN_FILE") STAGE_OUTPUTS=("$ITER_DIR/model")
     # the trainer resumes from its own checkpoints when the same inputs are retrained after a crash
     STAGE_RESUMABLE=("$ITER_DIR/checkpoints" "$ITER_DIR/train_log.json")
+    local -a launch=(--main_process_port "$MAIN_PROCESS_PORT")
+    if [[ -n "$TRAIN_PROCS" ]]; then launch+=(--num_processes "$TRAIN_PROCS"); fi
+    if [[ -n "$GLOBAL_BATCH" ]]; then launch+=(--gradient_accumulation_steps "$(gsi_ds_grad_acc)"); fi
     # shellcheck disable=SC2086
-    gsi_stage train "$ITER_DIR" "$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" train.py \
+    gsi_stage train "$ITER_DIR" "$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" "${launch[@]}" train.py \
         --model_name_or_path "$MODEL_PATH" --train_file "$TRAIN_FILE" --model_dir "$ITER_DIR" \
         --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$GRAD_ACC" --learning_rate "$LEARNING_RATE" \
         --n_epochs "$N_EPOCHS" --max_steps "$MAX_STEPS" --warmup_step "$WARMUP_STEP" \
         --lr_scheduler "$LR_SCHEDULER" --max_input_length "$MAX_INPUT_LENGTH" --keep_num_ckpt "$KEEP_NUM_CKPT" \
-        --seed "$SEED" --show_progress false $TRAIN_EXTRA_ARGS
+        --saving_step_freq "$SAVING_STEP_FREQ" --gradient_checkpointing "$GRADIENT_CHECKPOINTING" \
+        --torch_dtype "$TORCH_DTYPE" --seed "$SEED" --show_progress false $TRAIN_EXTRA_ARGS
 }
 
 gsi_eval_stage() {
@@ -198,7 +261,7 @@ gsi_eval_stage() {
     gsi_stage eval "$ITER_DIR" "$PYTHON" eval.py --model_name_or_path "$ITER_DIR/model" \
         --results_path "$ITER_DIR/eval_data" --dataset_name "${names[@]}" --eval_data_file "${files[@]}" \
         --temperature 0 --device_num "$DEVICE_NUM" --max_length "$MAX_LENGTH" --mode "$MODE" --seed "$SEED" \
-        --max_model_len "$MAX_MODEL_LEN"
+        --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS"
 }
 
 # Sampling stage: see scripts/_template_inference.sh (ITER_DIR and the sampling settings).
@@ -206,13 +269,17 @@ gsi_sample_stage() {
     : "${ITER_DIR:?}"
     local script
     script="$(gsi_inference_script)"
-    local -a names files teacher=()
+    local -a names files teacher=() gpus=() device_num=("$DEVICE_NUM")
     read -r -a names <<< "$TRAIN_DATASETS"
     gsi_lookup pool "$TRAIN_DATASETS"
     mapfile -t files <<< "$GSI_FILES_pool"
     if [[ "$STRATEGY" == teacher_help ]]; then
         teacher=(--teacher_model "${TEACHER_MODEL:?teacher_help needs TEACHER_MODEL}"
-                 --teacher_base_url "$TEACHER_BASE_URL")
+                 --teacher_base_url "$TEACHER_BASE_URL" --teacher_max_concurrency "$TEACHER_CONCURRENCY")
+        if [[ -n "$TEACHER_SERVE_PATH" && -n "$SAMPLE_GPUS" ]]; then  # the teacher holds the other GPUs
+            gpus=(env "CUDA_VISIBLE_DEVICES=$SAMPLE_GPUS")
+            device_num=("$(gsi_tp_size "$(gsi_count ${SAMPLE_GPUS//,/ })")")
+        fi
     fi
     STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/inference_data") STAGE_RESUMABLE=()
     if [[ "$STRATEGY" == teacher_help && -n "$TEACHER_SERVE_PATH" && "$DRY_RUN" != 1 ]] && ! "$PYTHON" -m \
@@ -220,12 +287,13 @@ gsi_sample_stage() {
             --inputs "${STAGE_INPUTS[@]}" --outputs "${STAGE_OUTPUTS[@]}" > /dev/null; then
         gsi_teacher_up
     fi
-    gsi_stage sample "$ITER_DIR" "$PYTHON" "$script" --model_name_or_path "$ITER_DIR/model" \
+    gsi_stage sample "$ITER_DIR" "${gpus[@]}" "$PYTHON" "$script" --model_name_or_path "$ITER_DIR/model" \
         --inference_data_file "${files[@]}" --dataset_name "${names[@]}" \
         --results_path "$ITER_DIR/inference_data" --sample_num "$SAMPLE_NUM" \
         --min_correct_num "$MIN_CORRECT_NUM" --max_resample_num "$MAX_RESAMPLE_NUM" \
-        --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "$DEVICE_NUM" --mode "$MODE" \
-        --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --progress false "${teacher[@]}"
+        --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "${device_num[0]}" --mode "$MODE" \
+        --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" --progress false \
+        "${teacher[@]}"
     gsi_teacher_down
 }
 
@@ -255,9 +323,13 @@ GSI_TEACHER_PID=""
 gsi_teacher_up() {
     local log="$EXP_DIR/teacher_server.log"
     mkdir -p "$EXP_DIR"
-    gsi_log "serving teacher $TEACHER_SERVE_PATH as '$TEACHER_MODEL' on port $TEACHER_PORT (log: $log)"
-    "$PYTHON" -m vllm.entrypoints.openai.api_server --model "$TEACHER_SERVE_PATH" \
+    local -a gpus=()
+    if [[ -n "$TEACHER_GPUS" ]]; then gpus=(env "CUDA_VISIBLE_DEVICES=$TEACHER_GPUS"); fi
+    gsi_log "serving teacher $TEACHER_SERVE_PATH as '$TEACHER_MODEL' on port $TEACHER_PORT" \
+        "(GPUs ${TEACHER_GPUS:-all}, tensor parallel $TEACHER_TP; log: $log)"
+    "${gpus[@]}" "$PYTHON" -m vllm.entrypoints.openai.api_server --model "$TEACHER_SERVE_PATH" \
         --served-model-name "$TEACHER_MODEL" --port "$TEACHER_PORT" --max-model-len "$MAX_MODEL_LEN" \
+        --tensor-parallel-size "$TEACHER_TP" --gpu-memory-utilization "$TEACHER_GPU_MEM" \
         --seed "$SEED" > "$log" 2>&1 &
     GSI_TEACHER_PID=$!
     trap gsi_teacher_down EXIT
@@ -295,9 +367,64 @@ gsi_tiny_setup() {
     fi
 }
 
+# What train.py --torch_dtype auto resolves to under ACCELERATE_CONFIG (src.training.load_dtype).
+gsi_load_dtype() {
+    if [[ "$TORCH_DTYPE" != auto ]]; then echo "$TORCH_DTYPE"; return; fi
+    if grep -q '^distributed_type: DEEPSPEED' "$ACCELERATE_CONFIG" 2>/dev/null &&
+            grep -q '^mixed_precision: bf16' "$ACCELERATE_CONFIG"; then
+        echo "auto = bfloat16 (DeepSpeed bf16 in $ACCELERATE_CONFIG)"
+    else
+        echo "auto = float32 ($ACCELERATE_CONFIG has no DeepSpeed bf16)"
+    fi
+}
+
+# The hardware-dependent settings, one per line ("[settings] name: value"): on stdout with DRY_RUN=1, else
+# in the log.
+gsi_settings() {
+    local mp="${VLLM_ENABLE_V1_MULTIPROCESSING:-unset: vLLM default (src/engine.py: in-process on CPU only)}"
+    local ga="from the config"
+    if [[ -n "$GLOBAL_BATCH" ]]; then ga="$(gsi_ds_grad_acc) (global batch $GLOBAL_BATCH)"; fi
+    local teacher="not used"
+    if [[ "$STRATEGY" == teacher_help ]]; then
+        teacher="'$TEACHER_MODEL' at $TEACHER_BASE_URL, $TEACHER_CONCURRENCY requests in flight"
+        if [[ -n "$TEACHER_SERVE_PATH" ]]; then
+            teacher+="; served here from $TEACHER_SERVE_PATH on GPUs ${TEACHER_GPUS:-all} (tensor parallel"
+            teacher+=" $TEACHER_TP, memory $TEACHER_GPU_MEM), student sampling on GPUs ${SAMPLE_GPUS:-all}"
+        fi
+    fi
+    local line
+    for line in "gpus: ${NUM_GPUS:-0} (${GPU_IDS:-none})" "vllm tensor parallel (DEVICE_NUM): $DEVICE_NUM" \
+            "vllm multiprocessing: $mp" "vllm dtype: auto" \
+            "train processes: ${TRAIN_PROCS:-from the config} ($ACCELERATE_CONFIG)" \
+            "train main_process_port: $MAIN_PROCESS_PORT (0: a free port)" "deepspeed accumulation: $ga" \
+            "train load dtype: $(gsi_load_dtype)" \
+            "gradient checkpointing: $GRADIENT_CHECKPOINTING" \
+            "step checkpoints: every $SAVING_STEP_FREQ steps (0: off), newest $KEEP_NUM_CKPT kept" \
+            "pot workers: $POT_WORKERS" "teacher: $teacher"; do
+        if [[ "$DRY_RUN" == 1 ]]; then echo "[settings] $line"; else gsi_log "$line"; fi
+    done
+}
+
+# teacher_help with a teacher on another node: check its name and port now, not after the first training.
+gsi_teacher_preflight() {
+    if [[ "$STRATEGY" != teacher_help || -n "$TEACHER_SERVE_PATH" || "$TEACHER_PREFLIGHT" != 1 ]]; then return 0; fi
+    local -a cmd=("$PYTHON" -c 'import sys; from src.sampling.teacher import main; sys.exit(main(sys.argv[1:]))'
+                  --teacher_model "${TEACHER_MODEL:?teacher_help needs TEACHER_MODEL}"
+                  --teacher_base_url "$TEACHER_BASE_URL" --teacher_preflight_timeout 10)
+    if [[ "$DRY_RUN" == 1 ]]; then
+        printf '[preflight]'
+        printf ' %q' "${cmd[@]}"
+        printf '\n'
+    else
+        "${cmd[@]}" || exit 2
+    fi
+}
+
 # One GSI run: NUM_ITERS iterations of train -> eval -> sample -> generate, each resumable stage by stage.
 gsi_main() {
     gsi_log "experiment $EXP_DIR (strategy $STRATEGY, mode $MODE, iterations $START_ITER..$((NUM_ITERS - 1)))"
+    gsi_settings
+    gsi_teacher_preflight
     if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
     gsi_lookup test "$EVAL_DATASETS"
     gsi_lookup pool "$TRAIN_DATASETS"

@@ -8,5 +8,5 @@
 # starts from a cleared ITER_DIR/model (and resumes the trainer's own checkpoints when the inputs are the same).
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/..}/scripts/_common.sh"
 gsi_train_stage

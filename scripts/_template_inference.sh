@@ -7,5 +7,5 @@
 # first, so a retried run never appends to or mixes with the results of a failed one.
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/..}/scripts/_common.sh"
 gsi_sample_stage

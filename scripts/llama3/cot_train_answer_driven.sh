@@ -7,5 +7,5 @@
 set -euo pipefail
 : "${PROFILE:=llama3}" "${MODE:=cot}" "${EXP_TAG:=answer_driven}" "${STRATEGY:=answer_driven}" "${MAX_RESAMPLE_NUM:=8}"
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
 gsi_main

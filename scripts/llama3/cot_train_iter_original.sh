@@ -7,5 +7,5 @@
 set -euo pipefail
 : "${PROFILE:=llama3}" "${MODE:=cot}" "${EXP_TAG:=iter_original}" "${STRATEGY:=vanilla}" "${MAX_RESAMPLE_NUM:=0}"
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
 gsi_main

@@ -7,5 +7,5 @@
 set -euo pipefail
 : "${PROFILE:=llama3}" "${MODE:=pot}" "${EXP_TAG:=state_reset}" "${STRATEGY:=state_reset}" "${MAX_RESAMPLE_NUM:=8}"
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
 gsi_main

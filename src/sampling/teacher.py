@@ -125,3 +125,24 @@ class TeacherClient:
 
     def close(self) -> None:
         self.client.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m src.sampling.teacher --teacher_model NAME --teacher_base_url URL``: the preflight alone (the
+    iteration scripts run it before the first stage, so a wrong name or port fails before hours of training)."""
+    import sys
+
+    from transformers import HfArgumentParser
+
+    (cfg,) = HfArgumentParser([TeacherConfig]).parse_args_into_dataclasses(args=argv)
+    try:
+        served = preflight(cfg)
+    except TeacherError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"teacher ok: {cfg.teacher_base_url} serves {served}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
