@@ -104,19 +104,17 @@ def vote_sampled(sampled: list, summary: dict) -> list:
 # Weights and selection (pure functions).
 def w_prime(valid_losses: list[float], sample_losses: list[float], item_ids: list[str] | None = None) -> list[float]:
     """w'_i = mean(valid_losses) / sample_losses[i]; a loss of 0, a negative one or NaN is an error."""
-    if not valid_losses:
-        raise RecordError("the valid set has no losses")
-    valid_mean = math.fsum(valid_losses) / len(valid_losses)
-    if not (math.isfinite(valid_mean) and valid_mean > 0):
-        raise RecordError(f"mean valid loss is {valid_mean} (must be a positive number)")
-    out = []
     for i, loss in enumerate(sample_losses):
         if not (math.isfinite(loss) and loss > 0):
             who = item_ids[i] if item_ids else f"sample {i}"
             raise RecordError(f"item_id={who}: loss under the DS model is {loss} (must be positive and finite: "
-                              "an empty span or a broken model)")
-        out.append(valid_mean / loss)
-    return out
+                              "an empty or fully truncated span, or a broken model)")
+    if not valid_losses:
+        raise RecordError("the valid set has no losses")
+    valid_mean = math.fsum(valid_losses) / len(valid_losses)
+    if not (math.isfinite(valid_mean) and valid_mean > 0):
+        raise RecordError(f"mean loss of the valid set is {valid_mean} (must be positive and finite)")
+    return [valid_mean / loss for loss in sample_losses]
 
 
 def ds_weight(w: float, reference_clip: bool = False) -> float:
@@ -163,7 +161,7 @@ def span_examples(records: list[dict], tokenizer, span: str, max_len: int) -> li
         raise UsageError(f"--ds_span must be one of {SPANS}, got {span!r}")
     ids = tokenizer([full_text(r["question"], r["answer_cot"]) for r in records], truncation=True,
                     max_length=max_len)["input_ids"]
-    return [{"input_ids": x, "labels": list(x)} for x in ids]
+    return [{"input_ids": x, "labels": [-100, *x[1:]]} for x in ids]  # nothing predicts the first token
 
 
 def pad_batch(examples: list[dict[str, list[int]]], pad_id: int, side: str = "right") -> dict[str, Any]:
@@ -180,6 +178,7 @@ def pad_batch(examples: list[dict[str, list[int]]], pad_id: int, side: str = "ri
         cols = slice(0, n) if side == "right" else slice(width - n, width)
         ids[row, cols] = torch.tensor(e["input_ids"])
         labels[row, cols] = torch.tensor(e["labels"])
+        labels[row, cols.start] = -100  # a row's first token is predicted by nothing (left: by padding)
         mask[row, cols] = 1
     positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
     return {"input_ids": ids, "attention_mask": mask, "position_ids": positions, "labels": labels}
@@ -326,7 +325,7 @@ def apply_ds_filter(cfg: DSFilter, tok, valid: list[dict], samples: list[dict], 
         "keep_fraction": cfg.keep_fraction, "threshold": max((ds[i] for i in kept), default=None),
         "before": len(samples), "after": len(out),
         "dropped_item_ids": [ids[i] for i in range(len(samples)) if i not in keep],
-        "valid_losses": valid_losses, "sample_losses": sample_losses,
+        "valid_losses": valid_losses, "sample_losses": sample_losses, "ds_weights": ds,
     }
     return out
 
