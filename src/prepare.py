@@ -1,15 +1,22 @@
-"""Build the project's data files from the public Hugging Face data sets (issue 2, item 6).
+"""The project's data files: the paper's (``--source gsi``, the default) or built from the Hugging Face Hub.
 
-    python scripts/prepare_data.py --out_dir data                      # everything (needs network access)
-    python scripts/prepare_data.py --out_dir data --datasets gsm8k svamp --skip_mathinstruct
+    python scripts/prepare_data.py --out_dir data                                  # the paper's data files
+    python scripts/prepare_data.py --out_dir data --mirror /copy/of/original/data  # the same, from a local copy
+    python scripts/prepare_data.py --source hf --out_dir data --datasets gsm8k svamp --skip_mathinstruct
 
-Writes, in the schema of SPEC.md (validated with :mod:`src.records` before anything is written):
+``--source gsi`` reads the original repository's data files (Yiwen-Ding/Guided-Self-Improvement at commit
+77ba9ed: test sets, CoT and PoT sampling pools, MathInstruct and its PoT subset), refuses any whose git blob id is
+not the original's, and writes them byte for byte in this project's layout (``data/MathInstruct.json`` becomes
+``train/cot/mathinstruct.json``, ``data/MathInstruct_pot.json`` ``train/pot/mathinstruct.json``, the rest keep
+their paths). Nothing is written unless every selected file was read and verified.
+
+``--source hf`` writes, in the schema of SPEC.md (validated with :mod:`src.records` before anything is written):
 
 - ``test/<stem>.json`` for gsm8k, math, aqua (``aqua_rat``), mathqa, svamp, theoremqa;
 - ``inference/cot/<stem>.json``: the held-in sampling pools (GSM8K 3000, MATH 4000, AQuA 3000 training
   questions, a seeded sample of each training split) with their gold rationales;
 - ``inference/pot/<stem>.json``: the held-in PoT pools: MathInstruct's PoT programs for those training questions,
-  each paired with the gold answer of the same question in the CoT source;
+  each under MathInstruct's instruction (which asks for a program) with the gold answer of the CoT source;
 - ``train/{cot,pot}/mathinstruct.json``: the iteration-0 data (TIGER-Lab/MathInstruct, CoT / PoT subsets).
 
 Every source is downloaded and converted in memory first, and files are written only when all of them
@@ -19,11 +26,15 @@ is handled by one small converter below; ``tests/test_prepare.py`` runs them on 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import random
 import re
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +42,22 @@ from typing import Any
 from urllib.parse import urlparse
 
 from src.datasets import get_dataset
-from src.records import validate_records, write_json
+from src.records import validate_records, write_json, write_text
 
 ANSWER_TRIGGER = "The answer is"
 CHOICE_LETTERS = "ABCDE"
 
 
-class NeedsNetwork(RuntimeError):
+class Refused(RuntimeError):
+    """Nothing can be written: the message says why in one line (no network, a file that is not the original's)."""
+
+
+class NeedsNetwork(Refused):
     """The Hugging Face Hub cannot be reached and the data sets are not in the local cache."""
+
+
+class NotTheOriginal(Refused):
+    """A downloaded or mirrored file's git blob id is not the one the original repository has at GSI_COMMIT."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -213,7 +232,8 @@ def question_key(question: str) -> str:
 def pot_pool(mathinstruct_rows: list[dict], gold: list[dict], dataset: str, source_tag: str,
              size: int, seed: int) -> list[dict]:
     """The PoT sampling pool of one held-in data set: MathInstruct PoT programs whose question is one of the
-    CoT source's training questions, with that question's gold answer (MathInstruct has none for programs).
+    CoT source's training questions, with that question's gold answer (MathInstruct has none for programs). The
+    question is MathInstruct's instruction, which ends in its request for a program (like the original's pools).
 
     ``source_tag`` selects MathInstruct sources (e.g. ``"gsm"`` matches ``data/PoT/gsm_gpt4.json``).
     """
@@ -232,7 +252,10 @@ def pot_pool(mathinstruct_rows: list[dict], gold: list[dict], dataset: str, sour
         if ref is None or key in seen:  # one program per question
             continue
         seen.add(key)
-        rec = {"question": ref["question"], "answer_cot": row["output"].strip(), "answer_value": ref["answer_value"]}
+        # the question as MathInstruct asks it, program request included ("... Let's write a Python program."),
+        # as in the original's PoT pools; the gold answer comes from the CoT source
+        rec = {"question": row["instruction"].strip(), "answer_cot": row["output"].strip(),
+               "answer_value": ref["answer_value"]}
         for extra in ("options", "level"):
             if extra in ref:
                 rec[extra] = ref[extra]
@@ -305,14 +328,19 @@ def convert_rows(rows: list[dict], convert: Callable[[dict, str], dict], dataset
 # ---------------------------------------------------------------------------------------------------------------
 # Loading from the Hub
 # ---------------------------------------------------------------------------------------------------------------
-def hub_reachable(timeout: float = 5.0) -> bool:
-    """True when a TCP connection to the Hub (``HF_ENDPOINT``) opens; a fast check instead of datasets' retries."""
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+def host_reachable(host: str, port: int = 443, timeout: float = 5.0) -> bool:
+    """True when a TCP connection opens: a fast check instead of a client's retries."""
     try:
-        with socket.create_connection((url.hostname or "huggingface.co", url.port or 443), timeout=timeout):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    """True when a TCP connection to the Hub (``HF_ENDPOINT``) opens."""
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return host_reachable(url.hostname or "huggingface.co", url.port or 443, timeout)
 
 
 def load_hf_rows(path: str, config: str | None, split: str) -> list[dict]:
@@ -322,7 +350,7 @@ def load_hf_rows(path: str, config: str | None, split: str) -> list[dict]:
     try:
         return list(datasets.load_dataset(path, config, split=split))
     except ConnectionError as err:
-        raise NeedsNetwork(f"{path}: {err}") from None
+        raise NeedsNetwork(f"needs network access to the Hugging Face Hub to download {path} ({err})") from None
 
 
 @dataclass
@@ -336,6 +364,12 @@ class PrepareConfig:
     seed: int = field(default=42, metadata={"help": "seed of the pool samples"})
     skip_mathinstruct: bool = field(default=False, metadata={
         "help": "do not build train/{cot,pot}/mathinstruct.json nor the PoT pools (they come from MathInstruct)"})
+    source: str = field(default="gsi", metadata={
+        "help": "gsi: the paper's data files, downloaded from the original repository at commit 77ba9ed and "
+                "verified by git blob id; hf: built from the public Hugging Face data sets (new experiments)",
+        "choices": ["gsi", "hf"]})
+    mirror: str | None = field(default=None, metadata={
+        "help": "gsi: read the files from this local copy of the original's data/ folder instead of downloading"})
 
     def pool_size(self, dataset: str) -> int:
         return int(getattr(self, f"{dataset}_pool"))
@@ -398,14 +432,117 @@ def build_files(cfg: PrepareConfig, loader: Callable[[str, str | None, str], lis
     return files
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's data: the original repository's files, verified by git blob id (--source gsi)
+# ---------------------------------------------------------------------------------------------------------------
+GSI_REPO = "Yiwen-Ding/Guided-Self-Improvement"
+GSI_COMMIT = "77ba9edaca544af8b551198fe5eca1cb1c2781ff"
+GSI_HOST = "raw.githubusercontent.com"
+GSI_URL = f"https://{GSI_HOST}/{GSI_REPO}/{GSI_COMMIT}/data/{{path}}"
+
+
+@dataclass(frozen=True)
+class GsiFile:
+    path: str  # under the original's data/ folder (and under --mirror)
+    target: str  # under this project's data root
+    blob: str  # git blob id at GSI_COMMIT: sha1 of b"blob <size>\0" + content
+    dataset: str | None  # None: MathInstruct, the iteration-0 data
+
+
+def _gsi_files() -> tuple[GsiFile, ...]:
+    blobs = {
+        "test/math.json": "648d191d5af77b51de642e93210abcc1059c0ef2",
+        "test/gsm8k.json": "5341122095ba4990278bfb00eed0fe4137860741",
+        "test/aqua_rat.json": "74dca097608ecb32eaa613a00d9c31463937eb12",
+        "test/mathqa.json": "4d5ac6367cafd0732ceb935ecd855e12f981ef4f",
+        "test/svamp.json": "3068df6eedfd270110e14940f3a9f75ba0bb0b88",
+        "test/theoremqa.json": "b187dfc6215078c7f0fb703a42705f54bf75c205",
+        "inference/cot/gsm8k.json": "ea9f31bda5d49ff9446195ca28073ede069c37db",
+        "inference/cot/aqua_rat.json": "bf70cee9c9829a694d4d22684b53cff03d62f64f",
+        "inference/cot/math.json": "22e03c863a4a40d2efb8455c7eabbf5af4ab9d82",
+        "inference/pot/gsm8k.json": "4d97e657be83e4b94aa5a45d1a962d7244761fe8",
+        "inference/pot/aqua_rat.json": "473af622a1e35f8221978d73eda7941baed3d1fe",
+        "inference/pot/math.json": "30ea2744ff069ad940686b69846ef01edcdb5fc0",
+    }
+    files = [GsiFile(path, path, blob, get_dataset(Path(path).stem).name) for path, blob in blobs.items()]
+    files += [GsiFile("MathInstruct.json", "train/cot/mathinstruct.json", "c6b9b338f94ac82fd18837a5c9ef0e0a361bcffa",
+                      None),
+              GsiFile("MathInstruct_pot.json", "train/pot/mathinstruct.json",
+                      "30bbebe7b0c4226a8cbd0d47647dca801cf0c669", None)]
+    return tuple(files)
+
+
+GSI_FILES = _gsi_files()
+
+
+def git_blob_id(content: bytes) -> str:
+    """The id git gives a file's content (what ``git hash-object`` prints)."""
+    return hashlib.sha1(b"blob %d\0" % len(content) + content).hexdigest()
+
+
+def selected_gsi_files(cfg: PrepareConfig) -> list[GsiFile]:
+    """The files of the chosen ``--datasets`` (test sets and pools), plus MathInstruct unless skipped."""
+    wanted = {get_dataset(d).name for d in cfg.datasets}
+    return [f for f in GSI_FILES if (f.dataset in wanted) or (f.dataset is None and not cfg.skip_mathinstruct)]
+
+
+def read_gsi_file(f: GsiFile, mirror: str | None) -> bytes:
+    """One file's bytes, from the mirror folder or from the original repository at GSI_COMMIT."""
+    if mirror is not None:
+        path = Path(mirror) / f.path
+        if not path.is_file():
+            raise NotTheOriginal(f"{f.path}: not found in the mirror {mirror}")
+        return path.read_bytes()
+    url = GSI_URL.format(path=f.path)
+    try:
+        with urllib.request.urlopen(url, timeout=120) as resp:  # noqa: S310 - a fixed https URL
+            return resp.read()
+    except (urllib.error.URLError, OSError) as err:
+        raise NeedsNetwork(f"needs network access to {GSI_HOST} to download {url} ({err}), or --mirror DIR "
+                           f"with a copy of the original's data/ folder") from None
+
+
+def build_gsi_files(cfg: PrepareConfig) -> dict[str, str]:
+    """``{target: text}`` of every selected file, each verified by its git blob id; raise before writing any."""
+    files = selected_gsi_files(cfg)
+    if cfg.mirror is None and not host_reachable(GSI_HOST):
+        raise NeedsNetwork(f"needs network access to {GSI_HOST} to download the original's data files (commit "
+                           f"{GSI_COMMIT[:7]}), or --mirror DIR with a copy of its data/ folder")
+    out: dict[str, str] = {}
+    problems: list[str] = []  # every file that is missing or not the original's, in one line
+    for f in files:
+        try:
+            content = read_gsi_file(f, cfg.mirror)
+        except NotTheOriginal as err:
+            problems.append(str(err))
+            continue
+        blob = git_blob_id(content)
+        if blob != f.blob:
+            problems.append(f"{f.path}: git blob id {blob} ({len(content)} bytes) is not the original's {f.blob} "
+                            f"(commit {GSI_COMMIT[:7]})")
+            continue
+        text = content.decode("utf-8")
+        if f.dataset is not None:  # test sets and pools must follow the schema this project reads
+            validate_records(json.loads(text), "test" if f.target.startswith("test/") else "train", source=f.path)
+        out[f.target] = text
+    if problems:
+        raise NotTheOriginal("refused: " + "; ".join(problems))
+    return out
+
+
 def prepare(cfg: PrepareConfig, loader: Callable[[str, str | None, str], list[dict]] | None = None,
             ) -> dict[str, Path]:
-    """Build and write every file; nothing is written unless every source loaded and converted."""
+    """Build and write every file; nothing is written unless every source loaded and converted (or, with
+    ``--source gsi``, every file was read and verified)."""
+    if cfg.source == "gsi" and loader is None:
+        texts = build_gsi_files(cfg)
+        return {rel: write_text(Path(cfg.out_dir) / rel, text) for rel, text in texts.items()}
     if loader is None:
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or \
             os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false")
         if not offline and not hub_reachable():
-            raise NeedsNetwork("the Hugging Face Hub is not reachable")
+            raise NeedsNetwork("needs network access to the Hugging Face Hub to download the data sets (not "
+                               "reachable)")
         # datasets retries each unreachable file five times with warnings; the check above answers first
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
         loader = load_hf_rows

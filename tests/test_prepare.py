@@ -158,7 +158,7 @@ def test_mathinstruct_value_from_trigger():
 
 
 def test_prepare_writes_every_file_in_the_schema(tmp_path):
-    written = prepare(PrepareConfig(out_dir=str(tmp_path)), loader=hub_loader)
+    written = prepare(PrepareConfig(out_dir=str(tmp_path), source="hf"), loader=hub_loader)
     rel = sorted(str(p.relative_to(tmp_path)) for p in written.values())
     assert rel == sorted([
         "test/gsm8k.json", "test/math.json", "test/aqua_rat.json", "test/mathqa.json", "test/svamp.json",
@@ -174,6 +174,10 @@ def test_prepare_writes_every_file_in_the_schema(tmp_path):
     assert aqua[0]["item_id"] == "aqua_rat_0" and "answer_cot" not in aqua[0]
     pot = load_records(tmp_path / "inference" / "pot" / "aqua_rat.json")
     assert pot[0]["answer_value"] == "D" and pot[0]["answer_cot"].startswith("print(")
+    # PoT pool questions ask for a program, as the original's pools do (MathInstruct's instruction as is)
+    assert pot[0]["question"] == MATHINSTRUCT_ROWS[2]["instruction"]
+    gsm_pot = load_records(tmp_path / "inference" / "pot" / "gsm8k.json")
+    assert gsm_pot[0]["question"].endswith(" Let's write a program.")
     assert len(load_records(tmp_path / "train" / "cot" / "mathinstruct.json")) == 2
 
 
@@ -188,7 +192,8 @@ def test_without_network_one_clear_line_and_nothing_written(tmp_path):
     out = tmp_path / "data"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), "--out_dir", str(out),
-                           "--datasets", "gsm8k"], capture_output=True, text=True, env=env, timeout=120)
+                           "--source", "hf", "--datasets", "gsm8k"], capture_output=True, text=True, env=env,
+                          timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "needs network access" in lines[0], proc.stderr
