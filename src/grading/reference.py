@@ -295,6 +295,7 @@ _FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "sin": math.sin, 
           "factorial": math.factorial}
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.Pow: operator.pow, ast.Mod: operator.mod}
+_COMPARE_OPS = {ast.Lt: operator.lt, ast.Gt: operator.gt, ast.LtE: operator.le, ast.GtE: operator.ge}
 MAX_INT_EXPONENT = 10_000  # the original would compute any power; a bigger one is treated as a failed eval
 
 
@@ -328,6 +329,16 @@ def _arith(node: ast.AST):
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS \
             and not node.keywords:
         return _FUNCS[node.func.id](*[_arith(a) for a in node.args])
+    if isinstance(node, ast.Compare):  # a relation latex2sympy2 keeps unevaluated ("5 > 3")
+        left = _arith(node.left)
+        for op, right_node in zip(node.ops, node.comparators):
+            if type(op) not in _COMPARE_OPS:
+                raise _Fail("comparison")
+            right = _arith(right_node)
+            if not _COMPARE_OPS[type(op)](left, right):
+                return False
+            left = right
+        return True
     if isinstance(node, ast.List):
         return [_arith(e) for e in node.elts]
     raise _Fail(f"the original's eval fails on {type(node).__name__}")
@@ -335,7 +346,7 @@ def _arith(node: ast.AST):
 
 _TOKEN_RE = re.compile(
     r"\s+|(?P<enot>\d+(?:,\d{3})*(?:\.\d*)?E[+-]?\d+)|(?P<num>\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)"
-    r"|(?P<cmd>\\[a-zA-Z]+|\\[{}\[\]|])|(?P<letter>[a-zA-Z])|(?P<op>[-+*/^!(){}\[\],])")
+    r"|(?P<cmd>\\[a-zA-Z]+|\\[{}\[\]|])|(?P<letter>[a-zA-Z])|(?P<op>[-+*/^!(){}\[\],_<>])")
 _SPACES = (r"\displaystyle", r"\qquad", r"\quad", "~", r"\,", "$")
 
 
@@ -377,33 +388,45 @@ class _LatexParser:
         return tok
 
     def parse(self):
+        """A list (``[a, b]``, ``{a, b}`` or ``a, b``) or one relation; like latex2sympy2's parser (no EOF rule),
+        whatever follows a complete parse is ignored."""
         close = {"[": "]", "{": "}"}
         first = self.peek()[1]
-        if first in close:  # "[a, b]" is a list when it holds a comma, else a group
-            depth, comma = 0, False
-            for _, v in self.tokens:
-                depth += (v in "([{") - (v in ")]}")
-                comma |= v == "," and depth == 1
-            if comma:
-                self.take()
-                items = self.items()
-                self.take(close[first])
-                self.finish()
-                return items
+        if first in close and self.bracket_holds_comma():
+            self.take()
+            items = self.items()
+            self.take(close[first])
+            return items
         items = self.items()
-        self.finish()
+        if self.peek()[0] == "cmd":  # "5 \\text{ m}", "5 \\pm 1": commands it does not know make it fail
+            raise _Fail(f"unsupported {self.peek()[1]!r}")
         return items if len(items) > 1 else items[0]
 
-    def finish(self) -> None:
-        if self.peek()[0] != "end":
-            raise _Fail("trailing text")
+    def bracket_holds_comma(self) -> bool:
+        depth = 0
+        for _, v in self.tokens:
+            depth += (v in ("(", "[", "{")) - (v in (")", "]", "}"))
+            if depth == 0:
+                return False
+            if v == "," and depth == 1:
+                return True
+        return False
 
     def items(self) -> list:
-        out = [self.expr()]
+        out = [self.relation()]
         while self.peek()[1] == ",":
             self.take()
-            out.append(self.expr())
+            out.append(self.relation())
         return out
+
+    def relation(self):
+        ops = {"<": "StrictLessThan", ">": "StrictGreaterThan", r"\leq": "LessThan", r"\le": "LessThan",
+               r"\geq": "GreaterThan", r"\ge": "GreaterThan"}
+        left = self.expr()
+        while self.peek()[1] in ops:
+            rel = getattr(self.sp, ops[self.take()[1]])
+            left = rel(left, self.expr(), evaluate=False)
+        return left
 
     def expr(self):
         sp = self.sp
@@ -511,6 +534,8 @@ class _LatexParser:
             return self.sqrt()
         if v in (r"\ln", r"\log"):
             return self.log()
+        if v in (r"\sin", r"\cos", r"\exp"):
+            return self.function()
         if v == r"\pi":
             self.take()
             return sp.pi
@@ -524,17 +549,37 @@ class _LatexParser:
             return sp.Pow(self.group("{", "}"), 1 / root, evaluate=False)
         return sp.Pow(self.group("{", "}"), sp.S.Half, evaluate=False)
 
+    def argument(self):
+        """A function's argument: a parenthesised or braced group, else a product (``\\ln 2 \\cdot 3``)."""
+        if self.peek()[1] in ("(", "{"):
+            return self.group(self.peek()[1], ")" if self.peek()[1] == "(" else "}")
+        return self.term()
+
     def log(self):
         sp = self.sp
         name = self.take()[1]
         base = sp.E if name == r"\ln" else sp.Integer(10)
         if self.peek()[1] == "_":
-            raise _Fail("log base")
-        if self.peek()[1] in ("(", "{"):
-            arg = self.group(self.peek()[1], ")" if self.peek()[1] == "(" else "}")
+            self.take()
+            base = self.exponent()
+        return sp.log(self.argument(), base, evaluate=False)
+
+    def function(self):
+        sp = self.sp
+        name = self.take()[1]
+        power = None
+        if self.peek()[1] == "^":
+            self.take()
+            power = self.exponent()
+        if name == r"\exp":
+            value = sp.exp(self.argument())
         else:
-            arg = self.postfix()
-        return sp.log(arg, base, evaluate=False)
+            value = getattr(sp, name[1:])(self.argument(), evaluate=False)
+        if power is None:
+            return value
+        if power == -1:
+            raise _Fail("inverse trigonometric function")
+        return sp.Pow(value, power, evaluate=False)
 
 
 def _fraction(token: str) -> tuple[int, int]:
