@@ -22,7 +22,7 @@ import time
 
 from src.cli import check_input_file, check_output, check_range, one_line_errors, output_lock, run_cli
 from src.datasets import DATASETS
-from src.grading import PotExecutor, grade_batch, options_from_question
+from src.grading import GRADERS, PotExecutor, grade_batch, options_from_question
 from src.records import RecordError, read_json_or_jsonl, write_json
 
 PROG = "python -m src.grading"
@@ -37,6 +37,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--field", default="answer_cot", help="item field holding the response(s)")
     ap.add_argument("--out", default=None, help="write the items with pred_value and correct added")
     ap.add_argument("--workers", type=int, default=2, help="PoT sandbox processes")
+    ap.add_argument("--grader", default="project", choices=GRADERS,
+                    help="project: this project's rules; reference: the original code's decisions")
     args = one_line_errors(ap, PROG).parse_args(argv)
     check_range("workers", args.workers, 1)
     check_input_file("file", args.file)
@@ -93,7 +95,7 @@ def grade_and_write(args: argparse.Namespace, items: list[dict], flat: list[tupl
     executor = PotExecutor(workers=args.workers) if args.mode == "pot" else None
     try:
         grades = grade_batch([f[1] for f in flat], [f[2] for f in flat], args.dataset, args.mode,
-                             executor=executor, options=[f[3] for f in flat])
+                             executor=executor, options=[f[3] for f in flat], grader=args.grader)
     finally:
         if executor is not None:
             executor.close()
