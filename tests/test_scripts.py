@@ -10,6 +10,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,13 +53,27 @@ def test_iteration_scripts_differ_only_in_their_settings_line():
 
 
 # ---------------------------------------------------------------------------------------------------------------
+PAPER_NODE = {"GPU_IDS": "0 1 2 3 4 5 6 7"}  # the paper's 8 GPUs, whatever this machine has
+
+
+def dry_run_output(script: Path, cwd: Path | None = None, **env: str) -> str:
+    """The script's DRY_RUN=1 output (settings, preflight and stage lines)."""
+    proc = subprocess.run(["bash", str(script)], env={**os.environ, "DRY_RUN": "1", **PAPER_NODE, **env},
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def settings(output: str) -> dict[str, str]:
+    """The "[settings] name: value" lines of a dry run."""
+    return dict(line[len("[settings] "):].split(": ", 1) for line in output.splitlines()
+                if line.startswith("[settings] "))
+
+
 def dry_run(script: Path, **env: str) -> list[tuple[str, list[str]]]:
     """(stage, argv) of every stage the script would run, in order."""
-    proc = subprocess.run(["bash", str(script)], env={**os.environ, "DRY_RUN": "1", **env}, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
     stages = []
-    for line in proc.stdout.splitlines():
+    for line in dry_run_output(script, **env).splitlines():
         if line.startswith("[dry-run] "):
             name, command = line[len("[dry-run] "):].split(":", 1)
             stages.append((name, shlex.split(command)))
@@ -206,3 +221,82 @@ def test_llama3_commands_run_with_the_tiny_model_and_synthetic_data(tmp_path, sy
     counts = json.loads((exp / "iter_data" / "synthetic_iter_1.counts.json").read_text())
     assert counts["total"]["kept"] == len(data) - counts["included"]["original"]
     assert counts["included"]["original"] == len(json.loads(Path(env["ORIGINAL_DATA"]).read_text()))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Cluster: sbatch's spooled copy, the GPU allocation, the GPU settings of every Llama-3 script.
+def test_a_spooled_copy_runs_with_gsi_repo(tmp_path):
+    """sbatch runs a copy of the script from its spool folder: _common.sh is found through GSI_REPO."""
+    spool = tmp_path / "slurmd" / "job42"
+    spool.mkdir(parents=True)
+    script = spool / "slurm_script"
+    shutil.copy(SCRIPTS / "llama3" / "cot_train_state_reset.sh", script)
+    env = {"MODEL_PATH": "/models/Meta-Llama-3-8B", "OUTPUT_DIR": str(tmp_path / "out"), "NUM_ITERS": "1"}
+    stages = [line.split(":", 1)[0] for line in
+              dry_run_output(script, cwd=spool, GSI_REPO=str(REPO), **env).splitlines()
+              if line.startswith("[dry-run] ")]
+    assert stages == ["[dry-run] data", "[dry-run] train", "[dry-run] eval", "[dry-run] sample",
+                      "[dry-run] generate"]
+    without = subprocess.run(["bash", str(script)], cwd=spool, capture_output=True, text=True, timeout=60,
+                             env={k: v for k, v in {**os.environ, "DRY_RUN": "1", **env}.items() if k != "GSI_REPO"})
+    assert without.returncode != 0 and "_common.sh" in without.stderr  # why GSI_REPO is needed
+
+
+@pytest.mark.parametrize("script", LLAMA3, ids=lambda p: p.name)
+def test_llama3_dry_run_shows_the_gpu_settings(script, tmp_path):
+    out = dry_run_output(script, MODEL_PATH="/m", OUTPUT_DIR=str(tmp_path))
+    shown = settings(out)
+    assert shown["vllm multiprocessing"].startswith("unset: vLLM default")
+    assert shown["train main_process_port"].startswith("0 ") and shown["gpus"].startswith("8 ")
+    assert shown["gradient checkpointing"] == "true"
+    assert shown["train load dtype"].startswith("auto = bfloat16")
+    assert shown["step checkpoints"].startswith("every 250 steps")
+    train = dict(dry_run(script, MODEL_PATH="/m", OUTPUT_DIR=str(tmp_path)))["train"]
+    assert flags(train, "--main_process_port") == ["0"] and flags(train, "--num_processes") == ["8"]
+    _, (tcfg,) = parse(train)
+    assert tcfg.gradient_checkpointing and tcfg.torch_dtype == "auto" and tcfg.saving_step_freq == 250
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in " ".join(" ".join(argv) for _, argv in dry_run(script))
+
+
+@pytest.mark.parametrize(("allocation", "procs", "tensor_parallel", "accumulation"), [
+    ({"CUDA_VISIBLE_DEVICES": "0,1,2,3"}, 4, 4, 4),
+    ({"CUDA_VISIBLE_DEVICES": "2,3,4,5,6,7"}, 6, 4, 3),  # 64 / (4 x 6) rounded up; tensor parallel a power of 2
+    ({"SLURM_GPUS_ON_NODE": "2"}, 2, 2, 8),
+])
+def test_gpu_count_comes_from_the_allocation(allocation, procs, tensor_parallel, accumulation, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_GPUS_ON_NODE")}
+    env["PATH"] = "/usr/bin:/bin"  # no nvidia-smi: only the allocation's variables count
+    proc = subprocess.run(["bash", str(SCRIPTS / "llama3" / "pot_train_state_reset.sh")], capture_output=True,
+                          text=True, timeout=120, env={**env, **allocation, "DRY_RUN": "1", "NUM_ITERS": "1",
+                                                       "MODEL_PATH": "/m", "OUTPUT_DIR": str(tmp_path),
+                                                       "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stderr
+    stages = {line.split(":", 1)[0][len("[dry-run] "):]: shlex.split(line.split(":", 1)[1])
+              for line in proc.stdout.splitlines() if line.startswith("[dry-run] ")}
+    assert flags(stages["train"], "--num_processes") == [str(procs)]
+    assert flags(stages["train"], "--gradient_accumulation_steps")[0] == str(accumulation)  # accelerate's flag
+    assert flags(stages["eval"], "--device_num") == [str(tensor_parallel)]
+    assert flags(stages["sample"], "--device_num") == [str(tensor_parallel)]
+
+
+def test_teacher_settings_port_and_colocated_split(tmp_path):
+    out = dry_run_output(SCRIPTS / "llama3" / "cot_train_teacher_help.sh", MODEL_PATH="/m", NUM_ITERS="1",
+                         OUTPUT_DIR=str(tmp_path), TEACHER_PORT="9123", TEACHER_CONCURRENCY="64", POT_WORKERS="12",
+                         TEACHER_SERVE_PATH="/models/Meta-Llama-3-70B-Instruct")
+    teacher = settings(out)["teacher"]
+    assert "'Meta-Llama-3-70B-Instruct' at http://127.0.0.1:9123/v1, 64 requests in flight" in teacher
+    assert "GPUs 4,5,6,7 (tensor parallel 4, memory 0.9), student sampling on GPUs 0,1,2,3" in teacher
+    sample = dict(dry_run(SCRIPTS / "llama3" / "cot_train_teacher_help.sh", MODEL_PATH="/m", NUM_ITERS="1",
+                          OUTPUT_DIR=str(tmp_path), TEACHER_PORT="9123", TEACHER_CONCURRENCY="64",
+                          POT_WORKERS="12", TEACHER_SERVE_PATH="/models/Meta-Llama-3-70B-Instruct"))["sample"]
+    assert sample[:2] == ["env", "CUDA_VISIBLE_DEVICES=0,1,2,3"] and flags(sample, "--device_num") == ["4"]
+    _, (data, scfg, engine, tcfg) = parse(sample)
+    assert tcfg.teacher_base_url == "http://127.0.0.1:9123/v1" and tcfg.teacher_max_concurrency == 64
+    assert scfg.pot_workers == 12
+    # a teacher on another node: checked before the first stage (name and port)
+    remote = dry_run_output(SCRIPTS / "llama3" / "cot_train_teacher_help.sh", MODEL_PATH="/m", NUM_ITERS="1",
+                            OUTPUT_DIR=str(tmp_path), TEACHER_BASE_URL="http://gpu07:8000/v1")
+    lines = remote.splitlines()
+    preflight = next(i for i, line in enumerate(lines) if line.startswith("[preflight] "))
+    assert preflight < next(i for i, line in enumerate(lines) if line.startswith("[dry-run] data"))
+    assert "--teacher_base_url http://gpu07:8000/v1" in lines[preflight]
