@@ -84,7 +84,19 @@ class TrainConfig:
         "help": "auto (bf16 where the GPU has it, fp32 on CPU; a launch config's value wins), bf16, no"})
     report_to: str = field(default="none", metadata={"help": "none | tensorboard | wandb (wandb_log implies wandb)"})
     resume: bool = field(default=True, metadata={"help": "resume from the newest checkpoint under model_dir"})
+    torch_dtype: str = field(default="auto", metadata={
+        "help": "dtype the weights are loaded in: auto (bfloat16 under a DeepSpeed bf16 config, which keeps bf16 "
+                "weights and fp32 master copies anyway; float32 otherwise, e.g. CPU or plain autocast), "
+                "bfloat16, float16, float32"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass: far less GPU memory for ~30%% more compute"})
     show_progress: bool = field(default=True, metadata={"help": "tqdm bar with loss and lr"})
+    # tokenization (docs/FIDELITY.md): the llama3 scripts train as the original did (false / true)
+    prompt_bos: bool = field(default=True, metadata={
+        "help": "tokenize the prompt with the tokenizer's special tokens (BOS), as vLLM does at sampling; "
+                "false: without them, as the original trained"})
+    strip_text: bool = field(default=False, metadata={
+        "help": "strip leading/trailing whitespace of question and rationale, as the original did"})
     # IWSI-w (src/iwsi.py): each sample's token losses multiplied by min(record[field], clip)
     sample_weight_field: str | None = field(default=None, metadata={
         "help": "record field holding a per-sample loss weight (IWSI-w: w_prime); records without it weigh 1"})
@@ -120,14 +132,20 @@ def validate_train_file(path: str | Path) -> list[dict]:
     return records
 
 
-def tokenize_examples(records: list[dict], tokenizer, max_len: int) -> list[dict[str, list[int]]]:
+def tokenize_examples(records: list[dict], tokenizer, max_len: int, prompt_bos: bool = True,
+                      strip_text: bool = False) -> list[dict[str, list[int]]]:
     """input_ids/labels per record; labels are IGNORE_INDEX on the prompt, the loss covers rationale + EOS.
 
-    Prompt and completion are tokenized separately: the model sees the prompt tokens exactly as vLLM tokenizes
-    the sampling prompt, and the completion starts at a token boundary as a generated answer does.
+    Prompt and completion are tokenized separately, so the completion starts at a token boundary as a generated
+    answer does. ``prompt_bos``: the prompt gets the tokenizer's special tokens (BOS), exactly as vLLM tokenizes
+    the sampling prompt; the original trained without them. ``strip_text``: strip question and rationale first,
+    as the original did (docs/FIDELITY.md).
     """
-    pairs = [training_pair(r["question"], r["answer_cot"], tokenizer.eos_token) for r in records]
-    prompts = tokenizer([p for p, _ in pairs])["input_ids"]
+    def text(value: str) -> str:
+        return value.strip() if strip_text else value
+
+    pairs = [training_pair(text(r["question"]), text(r["answer_cot"]), tokenizer.eos_token) for r in records]
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=prompt_bos)["input_ids"]
     completions = tokenizer([c for _, c in pairs], add_special_tokens=False)["input_ids"]
     examples = []
     for p_ids, c_ids in zip(prompts, completions, strict=True):
@@ -209,15 +227,34 @@ def checkpoint_dirs(model_dir: Path) -> list[Path]:
     return sorted(found, key=lambda d: int(d.name.split("_")[1]))
 
 
+def untied_state_dict(model) -> dict:
+    """The model's own tensors (no copy), except that a tensor sharing storage with an earlier one (a tied
+    lm_head) is cloned: saved as shared, it would be dropped from the file, and the untied config would then
+    load a random lm_head."""
+    seen, out = set(), {}
+    for name, tensor in model.state_dict().items():
+        ptr = tensor.untyped_storage().data_ptr()
+        out[name] = tensor.clone() if ptr in seen else tensor
+        seen.add(ptr)
+    return out
+
+
 def save_hf_model(accelerator, model, tokenizer, out_dir: Path) -> None:
     """Untied HF model + tokenizer (explicit lm_head: vLLM's in-place reload needs it), written via a temporary
     folder and a rename so that a reader never sees a half-written model."""
-    state_dict = accelerator.get_state_dict(model)  # gathers ZeRO-3 shards; ZeRO-2 keeps full weights anyway
+    ds_plugin = accelerator.state.deepspeed_plugin
+    # ZeRO-3 shards the weights: gathering them is a collective every process joins. Otherwise every process
+    # holds the full weights and only the main process touches them: accelerate's get_state_dict would copy
+    # them to host memory on all 8 processes (8 x 16 GB for Llama-3-8B) for one writer.
+    zero3 = ds_plugin is not None and ds_plugin.zero_stage == 3
+    state_dict = accelerator.get_state_dict(model) if zero3 else None
     if accelerator.is_main_process:
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.config.tie_word_embeddings = False
+        if state_dict is None:
+            state_dict = untied_state_dict(unwrapped)
         unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(out_dir, ignore_errors=True)
@@ -242,6 +279,56 @@ def save_checkpoint(accelerator, model, tokenizer, model_dir: Path, state: dict,
         for old in checkpoint_dirs(model_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
+
+
+# ----------------------------------------------------------------------------- model loading
+
+TORCH_DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def load_dtype(cfg: TrainConfig, accelerator):
+    """The dtype to load the weights in (``--torch_dtype``; see its help for ``auto``)."""
+    import torch
+
+    if cfg.torch_dtype != "auto":
+        return getattr(torch, cfg.torch_dtype)
+    ds_bf16 = accelerator.state.deepspeed_plugin is not None and accelerator.mixed_precision == "bf16"
+    return torch.bfloat16 if ds_bf16 else torch.float32
+
+
+def load_model(cfg: TrainConfig, accelerator):
+    """The model to fine-tune, in :func:`load_dtype`, straight onto this process's GPU when there is one.
+
+    transformers 5 always loads through the meta device (its old ``low_cpu_mem_usage=True`` is the only mode) and
+    reads safetensors memory-mapped, so 8 processes loading Llama-3-8B in bf16 share the page cache instead of
+    holding 8 x 32 GB fp32 copies in host memory.
+    """
+    from transformers import AutoModelForCausalLM
+
+    on_gpu = accelerator.device.type == "cuda"
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=load_dtype(cfg, accelerator),
+                                                 device_map={"": accelerator.device} if on_gpu else None)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False  # the KV cache is useless in training and clashes with recomputation
+    return model
+
+
+def make_optimizer(cfg: TrainConfig, model, accelerator):
+    """AdamW; DeepSpeed's CPU Adam when the DeepSpeed config offloads the optimizer to the CPU (ZeRO-Offload
+    refuses a torch optimizer there; configs/accelerate_gpu_zero2_offload.yaml)."""
+    import torch
+
+    kwargs = {"lr": cfg.learning_rate, "betas": (cfg.adam_beta1, cfg.adam_beta2), "eps": cfg.adam_epsilon,
+              "weight_decay": cfg.weight_decay}
+    ds_plugin = accelerator.state.deepspeed_plugin
+    offload = ds_plugin.deepspeed_config.get("zero_optimization", {}).get("offload_optimizer", {}) \
+        if ds_plugin is not None else {}
+    if offload.get("device") == "cpu":
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(model.parameters(), adamw_mode=True, **kwargs)
+    return torch.optim.AdamW(model.parameters(), **kwargs)
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -285,11 +372,13 @@ def train(cfg: TrainConfig) -> Path:
     weights = sample_weights(records, cfg.sample_weight_field, cfg.sample_weight_clip, cfg.train_file)
     if cfg.lr_scheduler not in ("linear", "cosine"):
         raise ValueError(f"--lr_scheduler must be linear or cosine, got {cfg.lr_scheduler!r}")
+    if cfg.torch_dtype not in TORCH_DTYPES:
+        raise ValueError(f"--torch_dtype must be one of {', '.join(TORCH_DTYPES)}, got {cfg.torch_dtype!r}")
 
     import torch
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     # A process group that exists already belongs to someone else (an in-process vLLM engine in the demo and the
     # tests): training must not destroy it at the end, or vLLM's own shutdown fails at interpreter exit.
@@ -299,7 +388,7 @@ def train(cfg: TrainConfig) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
     if tokenizer.pad_token_id is None:  # Llama-3 has no pad token; padding is masked, so EOS serves
         tokenizer.pad_token = tokenizer.eos_token
-    examples = tokenize_examples(records, tokenizer, cfg.max_input_length)
+    examples = tokenize_examples(records, tokenizer, cfg.max_input_length, cfg.prompt_bos, cfg.strip_text)
     for example, weight in zip(examples, weights or []):
         example["sample_weight"] = weight
     lengths = [len(e["input_ids"]) for e in examples]
@@ -321,9 +410,8 @@ def train(cfg: TrainConfig) -> Path:
     warmup = warmup_steps_for(cfg, total_steps)
 
     set_seed(cfg.seed)
-    model = AutoModelForCausalLM.from_pretrained(cfg.model_name_or_path, dtype=torch.float32)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+    model = load_model(cfg, accelerator)
+    optimizer = make_optimizer(cfg, model, accelerator)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, total_steps, warmup, 1.0, cfg.lr_scheduler))  # a multiplier of the peak
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
