@@ -85,3 +85,21 @@ def test_failed_write_keeps_old_file_and_no_partial(tmp_path):
         write_json(p, {"bad": object()})  # serialisation fails half-way
     assert json.loads(p.read_text()) == {"ok": True}
     assert os.listdir(tmp_path) == ["res.json"]
+
+
+def test_item_ids_unique_in_pools_test_sets_and_results_not_in_training_data(tmp_path):
+    twice = [GOOD[0], {**GOOD[0], "answer_cot": "another rationale\nThe answer is 2"}]
+    p = _write(tmp_path, "twice.json", json.dumps(twice))
+    assert len(load_records(p, "train")) == 2  # several rationales of one item: the training data's layout
+    for schema in ("pool", "test"):
+        with pytest.raises(RecordError, match=r"twice\.json: records 0 and 1 share item_id=gsm8k_0"):
+            load_records(p, schema)
+
+
+def test_undecodable_or_unreadable_input_names_the_file(tmp_path):
+    p = tmp_path / "latin1.json"
+    p.write_bytes(b'[{"item_id": "caf\xe9"}]')
+    with pytest.raises(RecordError, match=r"latin1\.json: not UTF-8 text \(byte 17"):
+        load_records(p)
+    with pytest.raises(RecordError, match="a folder, not a file"):
+        load_records(tmp_path)
