@@ -210,61 +210,247 @@ def test_cli_grades_programs(tmp_path):
     assert [g["correct"] for g in graded] == [True, False, False, True]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Without Landlock (older kernels): the mount namespace, network namespace and seccomp layers stand in for it.
+# GSI_SANDBOX_TEST_DISABLE makes the helpers behave as on such a kernel.
+
+
+def _shared_dir(request) -> Path:
+    """A world-writable folder outside pytest's private tree: only the sandbox stands between user nobody and it."""
+    import shutil
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="gsi_canary_"))
+    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
+    shared.chmod(0o777)
+    return shared
+
+
+def _listening_socket() -> socket.socket:
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.setblocking(False)
+    return server
+
+
+ATTACKS = {  # name -> program; {shared}: a world-writable folder, {port}: a listening TCP port on the host
+    "import_sandbox": "import src.grading.sandbox as sb\nprint(sb._LIBC.syscall(257, -100, b'{shared}/libc', 65, 438))",
+    "sandbox_via_sys_modules": "import sys\nsb = sys.modules['src.grading.sandbox']\n"
+                               "print(sb._LIBC.syscall(257, -100, b'{shared}/modules', 65, 438))",
+    "libc_via_frames": "import sys\nf = sys._getframe()\nwhile f:\n    libc = f.f_globals.get('_LIBC')\n"
+                       "    if libc is not None:\n        print(libc.syscall(257, -100, b'{shared}/frames', 65, 438))\n"
+                       "    f = f.f_back\nraise LookupError('no libc handle reachable')",
+    "os_open_dir_fd": "import os\nd = os.open('{shared}', os.O_RDONLY)\n"
+                      "os.write(os.open('dirfd', os.O_WRONLY | os.O_CREAT, dir_fd=d), b'x')",
+    "ctypes_syscall": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+                      "assert libc.syscall(257, -100, b'{shared}/ctypes', 65, 438) >= 0",
+    "subprocess": "import subprocess\nsubprocess.run(['touch', '{shared}/subprocess'], check=True)",
+    "write_shared": "open('{shared}/open', 'w').write('x')",
+    "write_tmp": "import os\nopen('/tmp/gsi_sandbox_escape_' + str(os.getpid()), 'w').write('x')",
+    "tcp": "import socket\nsocket.socket().connect(('127.0.0.1', {port}))\nprint('up')",
+    "udp": "import socket\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', ('127.0.0.1', {port}))",
+    "own_folder": "open('here.txt', 'w').write('fine')\nprint(open('here.txt').read())",  # allowed: the control
+}
+
+
+def _check_contained(results: dict, shared: Path, server: socket.socket) -> None:
+    statuses = {name: r["status"] if isinstance(r, dict) else r.status for name, r in results.items()}
+    assert statuses == {name: "ok" if name == "own_folder" else "error" for name in results}, results
+    tcp = results["tcp"]
+    assert "up" not in (tcp["stdout"] if isinstance(tcp, dict) else tcp.stdout)
+    assert list(shared.iterdir()) == []  # no canary was ever created
+    assert not list(Path("/tmp").glob("gsi_sandbox_escape_*"))
+    with pytest.raises(BlockingIOError):
+        server.accept()
+
+
+@pytest.fixture
+def no_landlock(monkeypatch):
+    monkeypatch.setenv("GSI_SANDBOX_TEST_DISABLE", "landlock")
+
+
+@pytest.mark.parametrize("disable", ["", "landlock"])
+def test_attacks_through_the_pool_are_contained(request, monkeypatch, disable):
+    monkeypatch.setenv("GSI_SANDBOX_TEST_DISABLE", disable)
+    shared, server = _shared_dir(request), _listening_socket()
+    request.addfinalizer(server.close)
+    port = server.getsockname()[1]
+    with PotExecutor(workers=1, timeout=TEST_TIMEOUT_S) as ex:
+        runs = ex.run([code.format(shared=shared, port=port) for code in ATTACKS.values()])
+    results = dict(zip(ATTACKS, runs))
+    _check_contained(results, shared, server)
+    assert results["own_folder"].stdout == "fine\n"
+    assert "No module named 'src'" in results["import_sandbox"].stderr
+    assert "KeyError" in results["sandbox_via_sys_modules"].stderr
+    assert "no libc handle reachable" in results["libc_via_frames"].stderr
+
+
+LAYERS_SCRIPT = r"""
+import json, sys
+import src.grading.sandbox as sb
+sb._confine_helper()  # the layers warm_up relies on, without its refusal
+print(json.dumps({"abi": sb._LANDLOCK_ABI, **sb._LAYERS}))
+"""
+
 KERNEL_ONLY_SCRIPT = r"""
 import json, sys
 import src.grading.sandbox as sb
-sb.warm_up(("math",))
-abi = sb._LIBC.syscall(sb._LANDLOCK_CREATE_RULESET, None, 0, 1)
+sb.warm_up()
 sb._audit_guard = lambda workdir: (lambda event, args: None)  # no Python-level guard: kernel limits only
-canary, port = sys.argv[1], int(sys.argv[2])
-programs = {
-    "write": f"open({canary!r}, 'w').write('gone')",
-    "delete": f"import os\nos.remove({canary!r})",
+shared, port = sys.argv[1], int(sys.argv[2])
+programs = json.loads(sys.argv[3])
+programs.update({
+    "delete": f"import os\nos.remove({shared + '/keep.txt'!r})",
     "fork": "import os\nos.fork()\nprint('forked')",
-    "connect": f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\nprint('up')",
     "environ": "print(open('/proc/1/environ', 'rb').read())",
-}
-out = {name: sb.run_program(code, 2.0, 1024, 1 << 20, 1 << 20) for name, code in programs.items()}
-print(json.dumps({"abi": abi, "results": out}))
+})
+out = {name: sb.run_program(code.format(shared=shared, port=port), 2.0, 1024, 1 << 20, 1 << 20)
+       for name, code in programs.items()}
+print(json.dumps({"abi": sb._LANDLOCK_ABI, "layers": sb._LAYERS, "results": out}))
 """
 
 
-def test_kernel_limits_alone_contain_programs(request):
-    """Defense in depth: with the audit hook switched off, Landlock, the process limit, user nobody and the
-    network namespace still stop writes outside the sandbox (even to a world-writable file), forks and sockets."""
+def _run_script(script: str, args: list[str], disable: str, timeout: float = 120) -> dict:
     import json
     import subprocess
     import sys
 
     from tests.conftest import REPO
 
-    if os.geteuid() != 0:
-        pytest.skip("the kernel layers checked here (user nobody, network namespace) need root")
-    import shutil
-    import tempfile
-
-    # Outside pytest's private (0700) tmp tree, so that only Landlock stands between user nobody and the file.
-    shared = Path(tempfile.mkdtemp(prefix="gsi_canary_"))
-    request.addfinalizer(lambda: shutil.rmtree(shared, ignore_errors=True))
-    shared.chmod(0o777)
-    canary = shared / "canary.txt"
-    canary.write_text("keep me")
-    canary.chmod(0o666)  # file permissions alone would let user nobody write it
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    server.setblocking(False)
-    proc = subprocess.run([sys.executable, "-c", KERNEL_ONLY_SCRIPT, str(canary), str(server.getsockname()[1])],
-                          cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"})
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd="/", capture_output=True, text=True,
+                          timeout=timeout, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
+                                                "OPENBLAS_NUM_THREADS": "1", "GSI_SANDBOX_TEST_DISABLE": disable})
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    if report["abi"] < 4:
-        pytest.skip(f"Landlock ABI {report['abi']} (< 4) cannot restrict these")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("disable", ["", "landlock"])
+def test_kernel_limits_alone_contain_programs(request, disable):
+    """Defense in depth: with the audit hook switched off, the kernel layers (Landlock, or without it a read-only
+    mount namespace; the network namespace and seccomp; the process limit and user nobody) still stop raw
+    writes outside the sandbox (even to a world-writable file), forks and sockets."""
+    import json
+
+    if os.geteuid() != 0:
+        pytest.skip("the kernel layers checked here (user nobody, namespaces) need root")
+    shared, server = _shared_dir(request), _listening_socket()
+    request.addfinalizer(server.close)
+    keep = shared / "keep.txt"
+    keep.write_text("keep me")
+    keep.chmod(0o666)  # file permissions alone would let user nobody write or delete it
+    attacks = {k: v for k, v in ATTACKS.items() if k not in ("import_sandbox", "sandbox_via_sys_modules")}
+    report = _run_script(KERNEL_ONLY_SCRIPT, [str(shared), str(server.getsockname()[1]), json.dumps(attacks)],
+                         disable)
+    if disable == "" and report["abi"] < 1:
+        pytest.skip("this kernel has no Landlock")
+    assert report["layers"]["landlock"] == (disable == "")
+    assert report["layers"]["mountns"] and report["layers"]["netns"] and report["layers"]["seccomp"]
     results = report["results"]
-    assert {name: r["status"] for name, r in results.items()} == dict.fromkeys(results, "error")
-    assert canary.read_text() == "keep me"
-    assert "forked" not in results["fork"]["stdout"] and "up" not in results["connect"]["stdout"]
+    assert "forked" not in results["fork"]["stdout"]
+    for name in ("delete", "fork", "environ"):
+        assert results.pop(name)["status"] == "error", name
+    assert keep.read_text() == "keep me"
+    keep.unlink()
+    _check_contained(results, shared, server)
+
+
+def test_without_landlock_and_mount_namespace_pot_is_refused(monkeypatch):
+    """Nothing but the audit hook would stop writes: refuse with one line naming the opt-out, unless it is set."""
+    from src.grading.sandbox import SandboxUnavailable
+
+    monkeypatch.setenv("GSI_SANDBOX_TEST_DISABLE", "landlock,mountns")
+    monkeypatch.delenv("GSI_UNSAFE_UNCONFINED_POT", raising=False)
+    with PotExecutor(workers=1) as ex, pytest.raises(SandboxUnavailable) as err:
+        ex.run(["print(1)", "print(2)"])
+    message = str(err.value)
+    assert "\n" not in message and "file-system isolation" in message and "network" not in message
+    assert "GSI_UNSAFE_UNCONFINED_POT=1" in message
+    monkeypatch.setenv("GSI_UNSAFE_UNCONFINED_POT", "1")
+    with PotExecutor(workers=1) as ex:
+        assert [r.stdout for r in ex.run(["print(1)", "print(2)"])] == ["1\n", "2\n"]
+
+
+def test_helper_layers_report():
+    """What the fallback rests on is really there on this machine (and reported missing when simulated so)."""
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    assert _run_script(LAYERS_SCRIPT, [], "landlock") == {"abi": 0, "landlock": False, "netns": True,
+                                                           "mountns": True, "seccomp": True}
+    assert _run_script(LAYERS_SCRIPT, [], "landlock,mountns,netns,seccomp") == {
+        "abi": 0, "landlock": False, "netns": False, "mountns": False, "seccomp": False}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The symbolic checker: one confined child per comparison
+
+SYMBOLIC_SCRIPT = r"""
+import json, os, socket, sys
+import src.grading.sandbox as sb
+sb.warm_up_symbolic()
+if sys.argv[3] == "kernel_only":
+    sb._audit_guard = lambda workdir: (lambda event, args: None)
+shared, port = sys.argv[1], int(sys.argv[2])
+from src.grading import symbolic
+
+def succeeded(status):
+    if status != 0:
+        raise OSError(f"exit status {status}")
+
+def parser_bug(request):
+    # What a parser that evaluated answer text would let an answer do.
+    out = {"uid": os.getuid()}
+    attempts = {
+        "eval": lambda: succeeded(eval("__import__('os').system('touch %s/eval')" % shared)),
+        "write": lambda: open(shared + "/write", "w").write("x"),
+        "raw_write": lambda: os.write(os.open(shared + "/raw", os.O_WRONLY | os.O_CREAT), b"x"),
+        "tcp": lambda: socket.socket().connect(("127.0.0.1", port)),
+        "fork": lambda: os.waitpid(os.fork() or os._exit(0), 0),
+    }
+    for name, attempt in attempts.items():
+        try:
+            attempt()
+            out[name] = "done"
+        except BaseException as err:
+            out[name] = type(err).__name__
+    symbolic.equal = lambda *args: True  # patch the grader: must not outlive this comparison
+    return out
+
+out = {"attack": sb.call_confined(parser_bug, {}, sb.SYMBOLIC_LIMITS),
+       "after": [sb.call_confined(symbolic.handle, {"pred": p, "gold": g}, sb.SYMBOLIC_LIMITS)
+                 for p, g in (("\\frac{1}{2}", "0.5"), ("\\frac{1}{3}", "0.5"))],
+       "crash": sb.call_confined(lambda request: os._exit(9), {}, sb.SYMBOLIC_LIMITS),
+       "layers": sb._LAYERS}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("disable,guard", [("", "audit_hook"), ("landlock", "audit_hook"), ("landlock", "kernel_only")])
+def test_symbolic_comparisons_run_confined_one_child_each(request, disable, guard):
+    if os.geteuid() != 0:
+        pytest.skip("user nobody and the namespaces need root")
+    shared, server = _shared_dir(request), _listening_socket()
+    request.addfinalizer(server.close)
+    report = _run_script(SYMBOLIC_SCRIPT, [str(shared), str(server.getsockname()[1]), guard], disable)
+    attack = report["attack"]
+    assert attack["uid"] == 65534
+    assert all(attack[name] != "done" for name in ("eval", "write", "raw_write", "tcp", "fork")), attack
+    assert list(shared.iterdir()) == []
     with pytest.raises(BlockingIOError):
         server.accept()
-    server.close()
+    # the patched grader died with its child: the next comparisons are graded by the real one
+    assert [r["equal"] for r in report["after"]] == [True, False]
+    assert "no reply" in report["crash"]["error"]
+    assert report["layers"]["landlock"] == (disable == "") and report["layers"]["mountns"]
+
+
+def test_symbolic_checker_verdicts_through_the_confined_helper(no_landlock):
+    from src.grading.compare import SympyChecker
+
+    checker = SympyChecker()
+    try:
+        pairs = [("\\frac{1}{2}", "0.5"), ("2\\sqrt{2}", "\\sqrt{8}"), ("\\frac{1}{3}", "0.5"), ("x+1", "1+x")]
+        assert [checker.equal(p, g) for p, g in pairs] == [True, True, False, True]
+        assert checker.value("\\frac{\\pi}{4}") == pytest.approx(0.7853981633974483)
+    finally:
+        checker.close()

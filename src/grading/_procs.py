@@ -27,17 +27,25 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # Single-threaded maths libraries: a forked child cannot inherit a thread pool, and the machine has 2 cores.
 _THREAD_VARS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                 "NUMEXPR_NUM_THREADS": "1"}
+# Sandbox switches a helper inherits from its caller (every other variable is dropped):
+UNCONFINED_OPT_OUT_VAR = "GSI_UNSAFE_UNCONFINED_POT"  # "1": run PoT programs even where they cannot be confined
+TEST_DISABLE_VAR = "GSI_SANDBOX_TEST_DISABLE"  # tests only: layers to treat as missing, e.g. "landlock,mountns"
 
 
 def scrubbed_env(home: str) -> dict[str, str]:
     """The whole environment a helper gets: no inherited variables at all (API keys, tokens, proxies)."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
             "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONHASHSEED": "0",
-            "PYTHONUNBUFFERED": "1", **_THREAD_VARS}
+            "PYTHONUNBUFFERED": "1", **_THREAD_VARS,
+            **{k: os.environ[k] for k in (UNCONFINED_OPT_OUT_VAR, TEST_DISABLE_VAR) if k in os.environ}}
 
 
 class HelperDied(RuntimeError):
     """The helper process exited or closed its pipe."""
+
+
+class HelperRefused(RuntimeError):
+    """The helper's start-up refused to serve (raised there, and again in the caller with the same message)."""
 
 
 class LineWorker:
@@ -66,6 +74,9 @@ class LineWorker:
         )
         self._buf = b""
         ready = self._read_line(time.monotonic() + self.startup_timeout)
+        if "refused" in ready:
+            self.kill()
+            raise HelperRefused(ready["refused"])
         if ready.get("ready") is not True:
             raise HelperDied(f"helper {self.handler} did not start: {ready}")
 
@@ -146,7 +157,11 @@ def serve(handler: str, setup: str = "") -> None:
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
     if setup:
-        _resolve(setup)()
+        try:
+            _resolve(setup)()
+        except HelperRefused as err:
+            proto_out.write(json.dumps({"ready": False, "refused": str(err)}).encode() + b"\n")
+            return
     func = _resolve(handler)
     proto_out.write(b'{"ready": true}\n')
     buf = b""

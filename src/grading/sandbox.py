@@ -26,12 +26,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import gc
+import json
 import os
+import platform
 import queue
+import re
 import resource
 import select
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -39,7 +43,14 @@ import time
 import weakref
 from dataclasses import dataclass
 
-from src.grading._procs import HelperDied, LineWorker
+from src.grading._procs import (
+    REPO_ROOT,
+    TEST_DISABLE_VAR,
+    UNCONFINED_OPT_OUT_VAR,
+    HelperDied,
+    HelperRefused,
+    LineWorker,
+)
 
 DEFAULT_TIMEOUT_S = 5.0  # SPEC: a program gets 5 s of wall-clock time
 DEFAULT_MEMORY_MB = 2048  # address-space limit of one program (the pre-imported libraries use ~0.5 GB of it)
@@ -71,16 +82,30 @@ class ProgramResult:
 
 _LIBC = None
 _HELPER_NETNS = False  # the helper (and so each child) already sits in an empty network namespace
+_LANDLOCK_ABI = 0  # Landlock ABI version of this kernel (0: none), probed once per helper
+_SCRATCH: str | None = None  # the only writable folder of the helper's read-only mount namespace (when it has one)
 _STATUS_FD = 3  # the child reports its exit status here before exiting (see run_program)
 _pending_reap: list[int] = []  # children that reported their status and are still exiting
+_LAYERS: dict[str, bool] = {}  # which confinement layers this helper has (see _confine_helper)
 NOBODY = 65534
-_CLONE_NEWNET = 0x40000000
-_PR_SET_NO_NEW_PRIVS = 38
+_CLONE_NEWNS, _CLONE_NEWNET = 0x00020000, 0x40000000
+_PR_SET_NO_NEW_PRIVS, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER = 38, 22, 2
 _LANDLOCK_CREATE_RULESET, _LANDLOCK_ADD_RULE, _LANDLOCK_RESTRICT_SELF = 444, 445, 446
 _FS_EXECUTE, _FS_WRITE_FILE, _FS_READ_FILE, _FS_READ_DIR = 1, 2, 4, 8
 _FS_WRITE_ALL = sum(1 << i for i in range(4, 13)) | _FS_WRITE_FILE  # remove/make dir/file/sock/fifo/sym...
 _READ_ROOTS = ("/usr", "/lib", "/lib64", "/etc", "/bin", "/opt", "/dev/null", "/dev/urandom", "/dev/zero",
                "/sys/devices/system/cpu")
+_MS_RDONLY, _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 1, 32, 4096, 16384, 1 << 18
+# per-mount flags a read-only remount must keep (the kernel refuses to clear some of them in a container)
+_MS_KEEP = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime": 2048, "relatime": 1 << 21,
+            "strictatime": 1 << 24}
+# seccomp: (audit arch, socket, io_uring_setup) per machine; io_uring can open sockets without the socket call
+_SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
+
+
+class SandboxUnavailable(HelperRefused):
+    """This machine cannot confine PoT programs (no Landlock and no read-only mount namespace, or no network
+    isolation) and the user did not opt out with ``GSI_UNSAFE_UNCONFINED_POT=1``."""
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -93,34 +118,143 @@ class _PathBeneathAttr(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _simulated_missing(layer: str) -> bool:
+    """Tests only: ``GSI_SANDBOX_TEST_DISABLE=landlock,mountns`` makes the helper behave as on a kernel (or a
+    container) without those layers, so both paths are tested on one machine."""
+    return layer in os.environ.get(TEST_DISABLE_VAR, "").split(",")
+
+
 def warm_up_scipy() -> None:
     """Start-up of the helper for programs that use scipy: :func:`warm_up` plus scipy's submodules."""
     warm_up(PREIMPORTS + SCIPY_PREIMPORTS)
 
 
 def warm_up(modules: tuple[str, ...] = PREIMPORTS) -> None:
-    """Helper start-up: import what programs use, single-threaded, and prepare libc for the children."""
-    global _LIBC
+    """PoT helper start-up: import what programs use, single-threaded, then confine the helper itself.
+
+    Raises :class:`SandboxUnavailable` (one line) when writes or the network cannot be denied by the kernel.
+    """
     for name in modules:
         try:
             __import__(name)
         except ImportError:
             pass
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-    global _HELPER_NETNS
-    # One empty network namespace for the helper, inherited by every child: creating one per child costs
-    # ~4 ms of kernel work per program. The helper itself talks to the caller over pipes only.
-    _HELPER_NETNS = _LIBC.unshare(_CLONE_NEWNET) == 0
+    layers = _confine_helper()
+    missing = [what for what, ok in (
+        ("file-system isolation (no Landlock, Linux >= 5.13; no mount namespace, root)",
+         layers["landlock"] or layers["mountns"]),
+        ("network isolation (no network namespace, root; no seccomp)", layers["netns"] or layers["seccomp"]))
+        if not ok]
+    if missing and os.environ.get(UNCONFINED_OPT_OUT_VAR) != "1":
+        raise SandboxUnavailable(f"sandbox: refusing to run PoT programs without {' or '.join(missing)}; run as "
+                                 f"root or on a newer kernel, or set {UNCONFINED_OPT_OUT_VAR}=1 to run them anyway")
+    _freeze()
+
+
+def warm_up_symbolic() -> None:
+    """Symbolic-checker helper start-up: sympy and the checker imported and exercised, then the helper confined
+    (with whatever layers this machine has: the parser never evaluates answer text, so this is a second wall)."""
+    from src.grading import symbolic
+
+    symbolic.warm_up()
+    _confine_helper()
+    _freeze()
+
+
+def _freeze() -> None:
     # Pre-imported objects move to a permanent generation: a child's garbage collector then never touches
     # (and so never copies) the helper's ~100 MB heap.
     gc.collect()
     gc.freeze()
 
 
-def _landlock(workdir: str) -> bool:
-    """Allow writes only under ``workdir`` and reads only under system/library roots; False if unsupported."""
+def _confine_helper() -> dict:
+    """Layers every child inherits: an empty network namespace, a mount namespace where everything but the
+    scratch folder is read-only, a seccomp filter without sockets. Returns which of them (and Landlock) hold."""
+    global _LIBC, _HELPER_NETNS, _LANDLOCK_ABI, _SCRATCH
+    _LIBC = ctypes.CDLL(None, use_errno=True)
+    home = os.getcwd()
+    if os.environ.get("HOME") != home:  # not started by LineWorker (a test calling warm_up): a folder of its own
+        home = tempfile.mkdtemp(prefix="gsi_helper_")
+    # The helper's own empty folder (LineWorker removes it when the helper stops); user nobody must reach the
+    # programs' folders below it.
+    os.chmod(home, 0o711)
+    _SCRATCH = os.path.join(home, "scratch")
+    os.makedirs(_SCRATCH, 0o711, exist_ok=True)
+    tempfile.tempdir = _SCRATCH
+    if not _simulated_missing("landlock"):
+        _LANDLOCK_ABI = max(0, _LIBC.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0),
+                                             ctypes.c_uint32(1)))
+    # One empty network namespace for the helper, inherited by every child: creating one per child costs
+    # ~4 ms of kernel work per program. The helper itself talks to the caller over pipes only.
+    _HELPER_NETNS = not _simulated_missing("netns") and _LIBC.unshare(_CLONE_NEWNET) == 0
+    mountns = not _simulated_missing("mountns") and _read_only_mounts(_SCRATCH)
+    seccomp = not _simulated_missing("seccomp") and _deny_sockets()
+    _LAYERS.update(landlock=_LANDLOCK_ABI >= 1, netns=_HELPER_NETNS, mountns=mountns, seccomp=seccomp)
+    return _LAYERS
+
+
+def _mount_points() -> dict[str, list[str]]:
+    """Visible mount point -> its per-mount options (the last mount on a path hides the earlier ones)."""
+    top = {}
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            top[point] = fields[5].split(",")
+    return top
+
+
+def _read_only_mounts(scratch: str) -> bool:
+    """Enter a private mount namespace in which every mount but ``scratch`` is read-only (needs root or
+    CAP_SYS_ADMIN; works on kernels without Landlock). True when every visible mount was verified read-only."""
     libc = _LIBC
-    abi = libc.syscall(_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    path = scratch.encode()
+    # MS_PRIVATE first, so nothing done here propagates to the host; every remount below carries MS_BIND, so it
+    # changes this namespace's mount flags, never the file system's (which the host shares).
+    if libc.unshare(_CLONE_NEWNS) != 0 or libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0 \
+            or libc.mount(path, path, None, _MS_BIND, None) != 0:
+        return False
+    for point, options in _mount_points().items():
+        if point != scratch:
+            keep = sum(_MS_KEEP.get(o, 0) for o in options)
+            libc.mount(None, point.encode(), None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY | keep, None)
+    return all(opts[0] == "ro" for point, opts in _mount_points().items() if point != scratch)
+
+
+def _deny_sockets() -> bool:
+    """A seccomp filter (unprivileged, any kernel since 3.5): no network sockets and no io_uring; syscalls of
+    another ABI (32-bit x86, x32) are refused. Unix sockets stay allowed (no network)."""
+    arch = _SECCOMP_ARCH.get(platform.machine())
+    if arch is None:
+        return False
+    audit_arch, nr_socket, nr_io_uring = arch
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    deny, allow = 0x00050000 | errno.EPERM, 0x7FFF0000
+    program = [(ld, 0, 0, 4), (jeq, 0, 7, audit_arch),  # seccomp_data.arch
+               (ld, 0, 0, 0), (jge, 5, 0, 0x40000000), (jeq, 4, 0, nr_io_uring),  # .nr
+               (jeq, 0, 2, nr_socket), (ld, 0, 0, 16), (jeq, 0, 1, socket.AF_UNIX),  # .args[0]: the family
+               (ret, 0, 0, allow), (ret, 0, 0, deny)]
+    filters = (_SockFilter * len(program))(*program)
+    fprog = _SockFprog(len(program), filters)
+    if _LIBC.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return False
+    return _LIBC.prctl(_PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) == 0
+
+
+def _landlock(workdir: str | None) -> bool:
+    """Allow writes only under ``workdir`` (none without one) and reads only under system/library roots (not the
+    project's own folder); False if unsupported."""
+    libc = _LIBC
+    abi = _LANDLOCK_ABI
     if abi < 1:
         return False
     handled = _FS_EXECUTE | _FS_WRITE_ALL | _FS_READ_FILE | _FS_READ_DIR
@@ -136,8 +270,9 @@ def _landlock(workdir: str) -> bool:
     try:
         read = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
         roots = {p: read for p in (*_READ_ROOTS, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path)
-                 if p and os.path.exists(p)}
-        roots[workdir] = handled
+                 if p and os.path.exists(p) and os.path.realpath(p) != str(REPO_ROOT)}
+        if workdir:
+            roots[workdir] = handled
         for path, access in roots.items():
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
             try:
@@ -154,14 +289,15 @@ def _landlock(workdir: str) -> bool:
         os.close(ruleset)
 
 
-def _audit_guard(workdir: str):
-    """A Python audit hook: no sockets, processes, native calls, or writes outside ``workdir``."""
-    root = os.path.realpath(workdir) + os.sep
+def _audit_guard(workdir: str | None):
+    """A Python audit hook: no sockets, processes, native calls, or writes outside ``workdir`` (anywhere, without
+    one); no directory descriptors outside it either (``os.open(name, ..., dir_fd=fd)`` names no folder)."""
+    root = os.path.realpath(workdir) + os.sep if workdir else None
     denied = {"socket.__new__", "socket.connect", "socket.bind", "socket.getaddrinfo", "subprocess.Popen",
               "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty", "os.kill",
               "os.killpg", "pty.spawn", "ctypes.dlopen", "ctypes.dlsym", "ctypes.dlsym/handle",
               "ctypes.call_function", "ctypes.cdata", "os.chroot", "os.setuid", "resource.setrlimit",
-              "sys.remote_exec", "mmap.__new__"}
+              "sys.remote_exec", "mmap.__new__", "gc.get_objects", "gc.get_referrers", "gc.get_referents"}
     path_events = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
                    "os.link", "os.symlink", "shutil.rmtree", "shutil.move", "shutil.copyfile", "os.utime",
                    "os.chflags", "os.lchflags", "os.mkfifo", "os.mknod"}
@@ -171,7 +307,7 @@ def _audit_guard(workdir: str):
         if isinstance(path, int):
             return True
         try:
-            return (os.path.realpath(os.fsdecode(path)) + os.sep).startswith(root)
+            return root is not None and (os.path.realpath(os.fsdecode(path)) + os.sep).startswith(root)
         except (TypeError, ValueError):
             return False
 
@@ -184,6 +320,9 @@ def _audit_guard(workdir: str):
                 (isinstance(flags, int) and flags & write_flags)
             if writing and not inside(path):
                 raise PermissionError(f"sandbox: writing {path!r} is not allowed")
+            if isinstance(flags, int) and mode is None and isinstance(path, (str, bytes)) and \
+                    os.path.isdir(path) and not inside(path):
+                raise PermissionError("sandbox: no directory descriptors outside the sandbox directory")
             if isinstance(path, (str, bytes)) and os.fsdecode(path).startswith("/proc/") and \
                     not os.fsdecode(path).startswith("/proc/self/"):
                 raise PermissionError("sandbox: /proc is not readable")
@@ -195,19 +334,12 @@ def _audit_guard(workdir: str):
     return hook
 
 
-def _child(code: str, workdir: str, w_out: int, w_err: int, w_status: int, limits: dict) -> None:
-    """Runs in the forked child: isolate, limit, then execute ``code``. Never returns."""
-    os.setsid()
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(w_out, 1)
-    os.dup2(w_err, 2)
-    os.dup2(w_status, _STATUS_FD)
-    os.closerange(_STATUS_FD + 1, 65536)  # the helper's protocol pipes and anything else inherited
-    libc = _LIBC
-    if not _HELPER_NETNS and libc is not None:
-        libc.unshare(_CLONE_NEWNET)  # a namespace with no interfaces: no network at all
-    os.chdir(workdir)
+def _confine(workdir: str | None, limits: dict) -> None:
+    """In a forked child, on top of the helper's layers: resource limits, user nobody, Landlock, an empty
+    environment. Without ``workdir`` the child may write nowhere."""
+    if not _HELPER_NETNS and _LIBC is not None:
+        _LIBC.unshare(_CLONE_NEWNET)  # a namespace with no interfaces: no network at all
+    os.chdir(workdir or "/")
     cpu = int(limits["timeout"]) + 1
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     mem = limits["memory_mb"] << 20
@@ -220,11 +352,37 @@ def _child(code: str, workdir: str, w_out: int, w_err: int, w_status: int, limit
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)  # root is exempt from RLIMIT_NPROC and from file permissions: stop being root
-    if libc is not None:
+    if _LIBC is not None:
         _landlock(workdir)
     os.environ.clear()
-    os.environ.update({"HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"})
+    home = workdir or "/nonexistent"
+    os.environ.update({"HOME": home, "TMPDIR": home, "LANG": "C.UTF-8", "PATH": "/usr/bin:/bin"})
     tempfile.tempdir = workdir
+
+
+def _forget_project() -> None:
+    """Leave nothing of the project reachable from a program: no libc handle, no ``src`` modules, no repository
+    on the import path (the program could otherwise import this module and make raw system calls)."""
+    global _LIBC
+    _LIBC = None
+    repo = str(REPO_ROOT)
+    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != repo]
+    sys.path_importer_cache.clear()
+    for name in [n for n in sys.modules if n == "src" or n.startswith("src.")]:
+        del sys.modules[name]
+
+
+def _child(code: str, workdir: str, w_out: int, w_err: int, w_status: int, limits: dict) -> None:
+    """Runs in the forked child: isolate, limit, then execute ``code``. Never returns."""
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(w_out, 1)
+    os.dup2(w_err, 2)
+    os.dup2(w_status, _STATUS_FD)
+    os.closerange(_STATUS_FD + 1, 65536)  # the helper's protocol pipes and anything else inherited
+    _confine(workdir, limits)
+    _forget_project()
     sys.stdin = open(0, encoding="utf-8", closefd=False)
     # line-buffered: what a program printed before os._exit() or a kill is still captured
     sys.stdout = open(1, "w", encoding="utf-8", errors="replace", closefd=False, buffering=1)
@@ -380,6 +538,78 @@ def handle(request: dict, proto_fds: tuple[int, int] | None = None) -> dict:
         raise
 
 
+# The caller's deadline (compare.SYMPY_TIMEOUT_S, which kills the helper and so the child in its process group)
+# comes first; these limits are backstops.
+SYMBOLIC_LIMITS = {"timeout": 30.0, "memory_mb": 2048, "file_bytes": 0}
+_MAX_REPLY_BYTES = 1 << 20
+
+
+def symbolic_handle(request: dict, proto_fds: tuple[int, int] | None = None) -> dict:
+    """Symbolic-checker helper request (:func:`src.grading.symbolic.handle`), answered by a fresh confined child
+    per comparison: a parser bug can neither write, reach the network, nor leave state for the next comparison."""
+    from src.grading.symbolic import handle as compare
+
+    return call_confined(compare, request, SYMBOLIC_LIMITS)
+
+
+def call_confined(func, request: dict, limits: dict) -> dict:
+    """``func(request)`` in a forked child confined like a PoT program but with no writable folder at all; the
+    child's JSON reply, or ``{"error": ...}`` when it failed or died."""
+    _reap(block=len(_pending_reap) > 16)
+    r_reply, w_reply = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r_reply)
+            _confined_call(func, request, w_reply, limits)
+        finally:
+            os._exit(111)
+    os.close(w_reply)
+    data = bytearray()
+    try:
+        while len(data) <= _MAX_REPLY_BYTES:
+            chunk = os.read(r_reply, 1 << 16)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r_reply)
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        _kill_child(pid)
+        return {"error": f"sandbox: the confined child gave no reply (exit {_wait(pid)})"}
+    _pending_reap.append(pid)  # it replied and closed everything; reap it later instead of waiting for its exit
+    return reply
+
+
+def _kill_child(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _confined_call(func, request: dict, w_reply: int, limits: dict) -> None:
+    """Runs in the forked child of :func:`call_confined`. Never returns."""
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    os.dup2(w_reply, _STATUS_FD)
+    os.closerange(_STATUS_FD + 1, 65536)
+    _confine(None, limits)
+    sys.addaudithook(_audit_guard(None))
+    try:
+        reply = func(request)
+    except BaseException as err:  # MemoryError, RecursionError, a refused event: this comparison failed
+        reply = {"error": f"{type(err).__name__}: {err}"[:500]}
+    try:
+        os.write(_STATUS_FD, json.dumps(reply).encode())
+        os.closerange(0, 65536)
+    finally:
+        os._exit(0)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Caller side
 
@@ -418,6 +648,8 @@ class PotExecutor:
         # The helper enforces the program's timeout; our deadline only catches a helper that is itself stuck.
         try:
             reply = helper.call({"code": code, **self.limits}, self.timeout + 30.0)
+        except HelperRefused as err:  # this machine cannot confine programs: stop, do not grade them all wrong
+            raise SandboxUnavailable(str(err)) from None
         except TimeoutError:
             return ProgramResult("timeout", "", "sandbox: helper missed its deadline and was replaced")
         except HelperDied as err:
@@ -436,15 +668,20 @@ class PotExecutor:
         for i, code in enumerate(programs):
             (with_scipy if "scipy" in code else plain).put(i)
 
+        refusals: list[SandboxUnavailable] = []
+
         def drain(helper: LineWorker, queues: list[queue.Queue]) -> None:
             with helper.lock:
                 for q in queues:
-                    while True:
+                    while not refusals:
                         try:
                             i = q.get_nowait()
                         except queue.Empty:
                             break
-                        results[i] = self._run_one(helper, programs[i])
+                        try:
+                            results[i] = self._run_one(helper, programs[i])
+                        except SandboxUnavailable as err:
+                            refusals.append(err)
 
         jobs = [(h, [plain]) for h in self.helpers]
         if not with_scipy.empty():
@@ -454,6 +691,8 @@ class PotExecutor:
             t.start()
         for t in threads:
             t.join()
+        if refusals:
+            raise refusals[0]
         return [r if r is not None else ProgramResult("error", "", "sandbox: not run") for r in results]
 
     def close(self) -> None:
