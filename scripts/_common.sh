@@ -69,6 +69,8 @@ case "$PROFILE" in
         # steps (~10-15 min on 8 x 80 GB), the newest one kept (two exist while the next is being written).
         : "${GRADIENT_CHECKPOINTING:=true}" "${TORCH_DTYPE:=auto}" "${SAVING_STEP_FREQ:=250}"
         : "${POT_WORKERS:=8}"
+        # tokenize training examples as the original did: no BOS on the prompt, question and rationale stripped
+        : "${TRAIN_TOKENIZE_ARGS:=--prompt_bos false --strip_text true}"
         # teacher_help: the teacher's name as served. Start it with the same name (README):
         #   python -m vllm.entrypoints.openai.api_server --model /models/Meta-Llama-3-70B-Instruct \
         #       --served-model-name Meta-Llama-3-70B-Instruct --tensor-parallel-size 8 --port 8000   (another node)
@@ -155,6 +157,7 @@ fi
 : "${GLOBAL_BATCH:=}"                 # set: DeepSpeed accumulation = GLOBAL_BATCH / (BATCH_SIZE x TRAIN_PROCS)
 : "${MAIN_PROCESS_PORT:=0}"           # torch.distributed rendezvous port; 0: a free one (shared nodes)
 : "${TRAIN_EXTRA_ARGS:=}"             # more train.py flags, word-split (e.g. "--adam_beta2 0.98")
+: "${TRAIN_TOKENIZE_ARGS:=}"          # train.py tokenization flags (docs/FIDELITY.md); empty: BOS, no strip
 # machinery
 : "${DRY_RUN:=0}"                     # 1: print each stage's command instead of running it
 : "${STAGE_RETRIES:=0}"               # reruns of a failed stage (outputs cleared first: nothing duplicated)
@@ -173,7 +176,7 @@ export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR 
     GPU_IDS NUM_GPUS POT_WORKERS TEACHER_CONCURRENCY TEACHER_PREFLIGHT SAMPLE_GPUS TEACHER_GPUS TEACHER_TP TEACHER_GPU_MEM \
     SAVING_STEP_FREQ GRADIENT_CHECKPOINTING TORCH_DTYPE TRAIN_PROCS GLOBAL_BATCH MAIN_PROCESS_PORT \
     INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
-    LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS \
+    LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS TRAIN_TOKENIZE_ARGS \
     DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -248,7 +251,7 @@ gsi_train_stage() {
         --n_epochs "$N_EPOCHS" --max_steps "$MAX_STEPS" --warmup_step "$WARMUP_STEP" \
         --lr_scheduler "$LR_SCHEDULER" --max_input_length "$MAX_INPUT_LENGTH" --keep_num_ckpt "$KEEP_NUM_CKPT" \
         --saving_step_freq "$SAVING_STEP_FREQ" --gradient_checkpointing "$GRADIENT_CHECKPOINTING" \
-        --torch_dtype "$TORCH_DTYPE" --seed "$SEED" --show_progress false $TRAIN_EXTRA_ARGS
+        --torch_dtype "$TORCH_DTYPE" --seed "$SEED" --show_progress false $TRAIN_TOKENIZE_ARGS $TRAIN_EXTRA_ARGS
 }
 
 gsi_eval_stage() {
