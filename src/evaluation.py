@@ -23,10 +23,12 @@ from typing import Any
 
 from src import prompts
 from src.datasets import get_dataset
+from src.grading.reference import GRADERS
 from src.records import RecordError, load_records, write_json
 
 RES_SUFFIX = "_res.json"
 METRICS_FILE = "metrics.json"
+DISAGREEMENTS_FILE = "grader_disagreements.json"
 
 
 @dataclass
@@ -47,6 +49,9 @@ class EvalConfig:
     max_model_len: int | None = field(default=None, metadata={
         "help": "prompt + response tokens per sequence; default: min(model positions, max_length + 1024)"})
     pot_workers: int = field(default=2, metadata={"help": "PoT: sandbox processes running the programs"})
+    grader: str = field(default="project", metadata={
+        "help": "which grader decides correct and accuracy: project (this project's rules) or reference (the "
+                "original code's decisions); metrics.json always holds both accuracies", "choices": list(GRADERS)})
 
 
 def _level_key(item: dict) -> str | None:
@@ -54,30 +59,41 @@ def _level_key(item: dict) -> str | None:
     return None if level is None else str(level)
 
 
+def grade_both(responses: list[str], records: list[dict], dataset: str, mode: str, executor: Any) -> dict:
+    """Grades of every response by each grader: ``{"project": [GradeResult], "reference": [GradeResult]}``."""
+    from src.grading import grade_batch
+
+    golds, options = [r["answer_value"] for r in records], [r.get("options") for r in records]
+    return {g: grade_batch(responses, golds, dataset, mode=mode, executor=executor, options=options, grader=g)
+            for g in GRADERS}
+
+
 def evaluate_dataset(llm, records: list[dict], dataset: str, mode: str = "cot", max_tokens: int = 1024,
-                     temperature: float = 0.0, executor: Any = None) -> tuple[list[dict], dict]:
+                     temperature: float = 0.0, executor: Any = None,
+                     grader: str = "project") -> tuple[list[dict], dict]:
     """Generate one response per record (greedy by default), grade it, return (``_res.json`` items, metrics).
 
-    ``records`` follow the test schema; ``options`` (AQuA, MathQA) are passed to the grader.
+    ``records`` follow the test schema; ``options`` (AQuA, MathQA) are passed to the grader. ``grader``
+    decides ``correct`` and ``accuracy``; both graders' answers are kept in ``by_grader`` (items and metrics).
     """
     from src.engine import generate, sampling_params
-    from src.grading import grade_batch
 
     spec = get_dataset(dataset)
     start = time.perf_counter()
     question_prompts = [prompts.student_prompt(prompts.eval_question(r["question"], mode)) for r in records]
     gen = generate(llm, question_prompts, sampling_params(1, temperature, 1.0, max_tokens))
     responses = [texts[0] for texts in gen.texts]
-    grades = grade_batch(responses, [r["answer_value"] for r in records], spec.name, mode=mode, executor=executor,
-                         options=[r.get("options") for r in records])
+    all_grades = grade_both(responses, records, spec.name, mode, executor)
     items: list[dict] = []
     by_level: dict[str, dict[str, Any]] = {}
-    for rec, response, grade in zip(records, responses, grades):
+    for i, (rec, response, grade) in enumerate(zip(records, responses, all_grades[grader])):
         item = {"item_id": rec["item_id"], "question": rec["question"], "answer_value": rec["answer_value"]}
         if rec.get("level") is not None:
             item["level"] = rec["level"]
         item.update(pred=[response], pred_value=[grade.pred_value], correct_pred=[response] if grade.correct else [],
-                    correct=grade.correct, status=grade.status)
+                    correct=grade.correct, status=grade.status,
+                    by_grader={g: {"pred_value": gs[i].pred_value, "correct": gs[i].correct}
+                               for g, gs in all_grades.items()})
         items.append(item)
         key = _level_key(rec)
         if key is not None:
@@ -88,6 +104,8 @@ def evaluate_dataset(llm, records: list[dict], dataset: str, mode: str = "cot", 
         bucket["accuracy"] = bucket["correct"] / bucket["n"]
     n_correct = sum(item["correct"] for item in items)
     metrics = {"n": len(items), "correct": n_correct, "accuracy": n_correct / len(items) if items else 0.0,
+               "grader": grader, "accuracy_by_grader": {
+                   g: sum(x.correct for x in gs) / len(items) if items else 0.0 for g, gs in all_grades.items()},
                "generated_tokens": gen.generated_tokens, "seconds": round(time.perf_counter() - start, 3),
                "generate_seconds": round(gen.seconds, 3),
                "by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))}
@@ -144,15 +162,32 @@ def run_eval(cfg: EvalConfig) -> dict:
         executor_cm = PotExecutor(workers=cfg.pot_workers)
     with executor_cm as executor:
         for name, records in sets:
-            results[name] = evaluate_dataset(llm, records, name, cfg.mode, max_tokens, cfg.temperature, executor)
+            results[name] = evaluate_dataset(llm, records, name, cfg.mode, max_tokens, cfg.temperature, executor,
+                                             cfg.grader)
             print(f"{name}: accuracy {results[name][1]['accuracy']:.4f} "
                   f"({results[name][1]['correct']}/{results[name][1]['n']})", flush=True)
     out = Path(cfg.results_path)
     for name, (items, _) in results.items():
         write_json(out / f"{name}{RES_SUFFIX}", items)
-    metrics = {"model": cfg.model_name_or_path, "mode": cfg.mode, "temperature": cfg.temperature,
+    write_json(out / DISAGREEMENTS_FILE, grader_disagreements(results))
+    metrics = {"model": cfg.model_name_or_path, "mode": cfg.mode, "grader": cfg.grader,
+               "temperature": cfg.temperature,
                "max_length": cfg.max_length, "engine_start_seconds": round(engine_seconds, 3),
                "seconds": round(time.perf_counter() - total_start, 3),
                "datasets": {name: m for name, (_, m) in results.items()}}
     write_json(out / METRICS_FILE, metrics)
     return metrics
+
+
+def grader_disagreements(results: dict[str, tuple[list[dict], dict]]) -> list[dict]:
+    """Every item the project and reference graders decide differently, with both extracted answers."""
+    rows = []
+    for dataset, (items, _) in results.items():
+        for item in items:
+            project, reference = item["by_grader"]["project"], item["by_grader"]["reference"]
+            if project["correct"] != reference["correct"]:
+                rows.append({"dataset": dataset, "item_id": item["item_id"], "answer_value": item["answer_value"],
+                             "pred_value_project": project["pred_value"], "correct_project": project["correct"],
+                             "pred_value_reference": reference["pred_value"],
+                             "correct_reference": reference["correct"], "response": item["pred"][0]})
+    return rows

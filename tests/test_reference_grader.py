@@ -116,3 +116,45 @@ def test_cli_regrades_with_the_reference_grader(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "src.grading", str(src), "--dataset", "gsm8k",
                           "--grader", "original"], cwd=REPO, capture_output=True, text=True)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_grade_both_and_disagreements_list_both_answers():
+    from src.evaluation import grade_both, grader_disagreements
+
+    records = [{"item_id": "g0", "question": "q", "answer_value": "18"},
+               {"item_id": "g1", "question": "q", "answer_value": "5"}]
+    responses = ["The answer is 18.\n\nQuestion: next?\nThe answer is 7.", "The answer is 5."]
+    grades = grade_both(responses, records, "gsm8k", "cot", None)
+    items = [{"item_id": r["item_id"], "answer_value": r["answer_value"], "pred": [resp],
+              "by_grader": {g: {"pred_value": gs[i].pred_value, "correct": gs[i].correct} for g, gs in grades.items()}}
+             for i, (r, resp) in enumerate(zip(records, responses))]
+    rows = grader_disagreements({"gsm8k": (items, {})})
+    assert [(r["item_id"], r["pred_value_project"], r["pred_value_reference"]) for r in rows] == [("g0", "7", "18")]
+    assert rows[0]["correct_reference"] is True and rows[0]["correct_project"] is False
+
+
+def test_eval_writes_both_accuracies_and_the_disagreement_file(tmp_path, tiny_model_dir, shared_data):
+    test = tmp_path / "gsm8k.json"
+    test.write_text(json.dumps(json.loads((shared_data / "test" / "gsm8k.json").read_text())[:6]))
+    out = tmp_path / "eval"
+    run = subprocess.run([sys.executable, "eval.py", "--model_name_or_path", str(tiny_model_dir), "--results_path",
+                          str(out), "--dataset_name", "gsm8k", "--eval_data_file", str(test), "--max_length", "16",
+                          "--grader", "reference"], cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    gsm = metrics["datasets"]["gsm8k"]
+    assert metrics["grader"] == "reference" and set(gsm["accuracy_by_grader"]) == {"project", "reference"}
+    assert gsm["accuracy"] == gsm["accuracy_by_grader"]["reference"]
+    items = json.loads((out / "gsm8k_res.json").read_text())
+    differ = [i["item_id"] for i in items
+              if i["by_grader"]["project"]["correct"] != i["by_grader"]["reference"]["correct"]]
+    assert [r["item_id"] for r in json.loads((out / "grader_disagreements.json").read_text())] == differ
+
+
+def test_eval_refuses_an_unknown_grader(tmp_path, shared_data):
+    run = subprocess.run([sys.executable, "eval.py", "--model_name_or_path", str(tmp_path), "--results_path",
+                          str(tmp_path / "out"), "--dataset_name", "gsm8k", "--eval_data_file",
+                          str(shared_data / "test" / "gsm8k.json"), "--grader", "original"],
+                         cwd=REPO, capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--grader" in run.stderr
+    assert not (tmp_path / "out").exists()
