@@ -570,6 +570,10 @@ class GenerateConfig:
     correctness: str = field(default="label", metadata={
         "help": "label: a sample is correct when it reaches the gold answer; vote: when it reaches its question's "
                 "majority answer (no gold labels)", "choices": ["label", "vote"]})
+    grader: str | None = field(default=None, metadata={
+        "help": "re-grade every sample (pred) with this grader and keep those it decides correct: project or "
+                "reference (the original code's decisions); default: the results' correct_pred, as the original",
+        "choices": ["project", "reference"]})
     ds_filter: bool = field(default=False, metadata={"help": "IWSI: drop the most distribution-shifted samples"})
     ds_valid: str | None = field(default=None, metadata={"help": "IWSI: labelled valid records (disjoint questions)"})
     ds_model: str | None = field(default=None, metadata={"help": "IWSI: the frozen pre-trained model scoring losses"})
