@@ -28,9 +28,10 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import datasets
+if TYPE_CHECKING:
+    import datasets
 
 
 class RecordError(ValueError):
@@ -148,6 +149,8 @@ def load_records(path: str | Path, schema: str | Schema = "train") -> list[dict]
 
 def load_dataset(path: str | Path, schema: str | Schema = "train") -> datasets.Dataset:
     """Load and validate a data file as a Hugging Face ``datasets.Dataset`` (for ``map`` / batching)."""
+    import datasets  # here, not at the top: every command line imports this module, few need datasets (1.3 s)
+
     return datasets.Dataset.from_list(load_records(path, schema))
 
 
