@@ -51,6 +51,9 @@ class SamplingConfig:
     top_p: float = field(default=1.0, metadata={"help": "student nucleus sampling"})
     max_new_tokens: int = field(default=1024, metadata={"help": "new tokens per sample", "aliases": ["--max_length"]})
     pot_workers: int = field(default=2, metadata={"help": "PoT mode: sandbox worker processes grading programs"})
+    grader: str = field(default="project", metadata={
+        "help": "which grader decides a correct sample: project (this project's rules) or reference (the "
+                "original code's decisions)", "choices": ["project", "reference"]})
     progress: bool = field(default=True, metadata={"help": "show a tqdm bar over the resampling rounds"})
 
     def __post_init__(self) -> None:
@@ -110,11 +113,12 @@ def _round_stats(queries: list[QueryState], cfg: SamplingConfig, round_: int, n_
     return stats
 
 
-def _grade(responses: list[str], queries: list[QueryState], dataset: str, mode: str, executor: Any):
+def _grade(responses: list[str], queries: list[QueryState], dataset: str, mode: str, executor: Any,
+           grader: str = "project"):
     from src.grading import grade_batch
 
     return grade_batch(responses, [q.record["answer_value"] for q in queries], dataset, mode=mode,
-                       executor=executor, options=[q.record.get("options") for q in queries])
+                       executor=executor, options=[q.record.get("options") for q in queries], grader=grader)
 
 
 def _snapshot(queries: list[QueryState], with_history: bool) -> list[dict[str, Any]]:
@@ -182,7 +186,7 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
                            sampling_params(cfg.sample_num, cfg.temperature, cfg.top_p, cfg.max_new_tokens))
             flat_q = [q for q, texts in zip(queries, gen.texts) for _ in texts]
             flat_r = [t for texts in gen.texts for t in texts]
-            for q, resp, g in zip(flat_q, flat_r, _grade(flat_r, flat_q, dataset, cfg.mode, executor)):
+            for q, resp, g in zip(flat_q, flat_r, _grade(flat_r, flat_q, dataset, cfg.mode, executor, cfg.grader)):
                 q.add(resp, g.pred_value, g.correct, INITIAL, 0)
             record_round(0, len(queries), len(flat_r), {id(q): t for q, t in zip(queries, gen.tokens)},
                          time.perf_counter() - start, gen.seconds)
@@ -210,7 +214,7 @@ def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, te
                         f"Results of rounds 0..{round_ - 1} are kept.", finish()) from err
                 gen = generate(llm, [r.prompt for r in requests], params)
                 responses = [r.prefix + texts[0] for r, texts in zip(requests, gen.texts)]
-                grades = _grade(responses, [r.query for r in requests], dataset, cfg.mode, executor)
+                grades = _grade(responses, [r.query for r in requests], dataset, cfg.mode, executor, cfg.grader)
                 for req, resp, g in zip(requests, responses, grades):
                     req.query.add(resp, g.pred_value, g.correct, req.strategy, round_)
                     if req.exchange is not None:
