@@ -186,6 +186,11 @@ MUST_BE_EQUAL = [
     ("1e400", "10^{400}", "math", None),
     ("\\sqrt{2}\\cdot\\sqrt{3}", "\\sqrt{6}", "math", None),
     ("\\sin^2 x + \\cos^2 x", "1", "math", None),
+    ("\\log_2 8", "3", "math", None),
+    ("\\log_{10} 100", "2", "math", None),
+    ("\\sqrt[3]{8}", "2", "math", None),
+    ("e^{i\\pi}", "-1", "math", None),
+    ("\\binom{5}{2}", "5!/(2!3!)", "math", None),
 ]
 
 MUST_BE_DIFFERENT = [

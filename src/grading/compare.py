@@ -166,7 +166,7 @@ def normalize_math(text: str) -> str:
     s = _fix_sqrt(s)
     s = s.replace(" ", "")
     s = re.sub(r"^[A-Za-z]\\in", "", s)  # "x \in [2, 5)": the set is the answer
-    s = re.sub(r"_\{(\w+)\}", r"_\1", s)  # 1011_{2} == 1011_2
+    s = re.sub(r"(?<!\\log)_\{(\w+)\}", r"_\1", s)  # 1011_{2} == 1011_2 (\log_{10} keeps its braces)
     s = _fix_fracs(s)
     if s == "0.5":
         s = "\\frac{1}{2}"

@@ -211,15 +211,21 @@ class _Parser:
         return expr
 
     def group(self) -> sympy.Expr:
-        """A LaTeX argument: ``{...}`` or one atom (``\\frac12`` is normalised before, but ``\\frac{1}2`` is not)."""
+        """A LaTeX argument: ``{...}``, or else one character (``\\log_28`` is log base 2 of 8)."""
         if self.accept("{"):
             inner = self.sum()
             self.expect("}")
             return inner
+        tok = self.peek()
+        if tok is not None and tok.kind in ("num", "name") and len(tok.text) > 1 and tok.text[0] != ".":
+            self.toks[self.pos] = Token(tok.kind, tok.text[1:])
+            return self.atom_of(Token(tok.kind, tok.text[0]))
         return self.atom()
 
     def atom(self) -> sympy.Expr:
-        tok = self.take()
+        return self.atom_of(self.take())
+
+    def atom_of(self, tok: Token) -> sympy.Expr:
         if tok.kind == "num":
             if self.peek() == Token("op", "_"):
                 raise Unsupported("number with a base subscript")
