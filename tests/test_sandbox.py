@@ -12,7 +12,7 @@ import pytest
 
 from src.grading import PotExecutor, grade_batch, grade_program_output
 from src.grading.extract import normalize_program_output
-from src.grading.sandbox import DEFAULT_TIMEOUT_S
+from src.grading.sandbox import DEFAULT_TIMEOUT_S, NOBODY
 from src.records import load_records
 
 SECRET = "sk-test-0123456789-do-not-leak"
@@ -355,7 +355,7 @@ def test_kernel_limits_alone_contain_programs(request, disable):
     _check_contained(results, shared, server)
 
 
-def test_without_landlock_and_mount_namespace_pot_is_refused(monkeypatch):
+def test_without_landlock_and_mount_namespace_pot_is_refused(monkeypatch, capfd):
     """Nothing but the audit hook would stop writes: refuse with one line naming the opt-out, unless it is set."""
     from src.grading.sandbox import SandboxUnavailable
 
@@ -369,6 +369,7 @@ def test_without_landlock_and_mount_namespace_pot_is_refused(monkeypatch):
     monkeypatch.setenv("GSI_UNSAFE_UNCONFINED_POT", "1")
     with PotExecutor(workers=1) as ex:
         assert [r.stdout for r in ex.run(["print(1)", "print(2)"])] == ["1\n", "2\n"]
+    assert "warning: sandbox: PoT programs run without file-system isolation" in capfd.readouterr().err
 
 
 def test_helper_layers_report():
@@ -454,3 +455,68 @@ def test_symbolic_checker_verdicts_through_the_confined_helper(no_landlock):
         assert checker.value("\\frac{\\pi}{4}") == pytest.approx(0.7853981633974483)
     finally:
         checker.close()
+
+
+NON_ROOT_SCRIPT = r"""
+import json, sys
+from src.grading.sandbox import PotExecutor, SandboxUnavailable
+programs = json.loads(sys.argv[1])
+try:
+    with PotExecutor(workers=1, timeout=3.0) as ex:
+        out = {name: r.status for name, r in zip(programs, ex.run(list(programs.values())))}
+except SandboxUnavailable as err:
+    out = {"refused": str(err)}
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("disable", ["", "landlock"])
+def test_a_caller_without_root(request, disable):
+    """Not root: no namespaces and no user switch. With Landlock (and seccomp) programs are still contained;
+    without it PoT is refused in one line."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    if os.geteuid() != 0:
+        pytest.skip("runs the caller as user nobody, which needs root to start")
+    shared, server = _shared_dir(request), _listening_socket()
+    request.addfinalizer(server.close)
+    attacks = {name: code.format(shared=shared, port=server.getsockname()[1]) for name, code in ATTACKS.items()}
+    as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "GSI_SANDBOX_TEST_DISABLE": disable}
+    # An interpreter user nobody can start (and start again, for the helper): the project's may live under /root.
+    probe = "import subprocess, sys; subprocess.run([sys.executable, '-c', ''], check=True)"
+    usable = [exe for exe in (sys.executable, f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+              if shutil.which("setpriv") and os.path.exists(exe) and
+              subprocess.run([*as_nobody, exe, "-c", probe], cwd="/", env=env, capture_output=True).returncode == 0]
+    if not usable:
+        pytest.skip("user nobody cannot start a Python interpreter here")
+    proc = subprocess.run([*as_nobody, usable[0], "-c", NON_ROOT_SCRIPT, json.dumps(attacks)], cwd="/",
+                          capture_output=True, text=True, timeout=180, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if disable:
+        assert list(report) == ["refused"] and "file-system isolation" in report["refused"]
+        assert "network" not in report["refused"]  # seccomp needs no privileges
+        return
+    assert report == {name: "ok" if name == "own_folder" else "error" for name in ATTACKS}
+    assert list(shared.iterdir()) == []
+    with pytest.raises(BlockingIOError):
+        server.accept()
+
+
+def test_symbolic_checker_degrades_with_a_warning(monkeypatch, capfd):
+    """Where writes cannot be denied the symbolic checker still grades (its parser never evaluates), and says so."""
+    from src.grading.compare import SympyChecker
+
+    monkeypatch.setenv("GSI_SANDBOX_TEST_DISABLE", "landlock,mountns")
+    checker = SympyChecker()
+    try:
+        assert [checker.equal("\\frac{1}{2}", "0.5"), checker.equal("\\frac{1}{3}", "0.5")] == [True, False]
+    finally:
+        checker.close()
+    assert "warning: sandbox: symbolic comparisons run without file-system isolation" in capfd.readouterr().err

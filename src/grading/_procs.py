@@ -40,6 +40,9 @@ def scrubbed_env(home: str) -> dict[str, str]:
             **{k: os.environ[k] for k in (UNCONFINED_OPT_OUT_VAR, TEST_DISABLE_VAR) if k in os.environ}}
 
 
+_warned: set[str] = set()
+
+
 class HelperDied(RuntimeError):
     """The helper process exited or closed its pipe."""
 
@@ -79,6 +82,9 @@ class LineWorker:
             raise HelperRefused(ready["refused"])
         if ready.get("ready") is not True:
             raise HelperDied(f"helper {self.handler} did not start: {ready}")
+        if ready.get("warning") and ready["warning"] not in _warned:
+            _warned.add(ready["warning"])  # once per process, not once per helper restart
+            print(f"warning: {ready['warning']}", file=sys.stderr)
 
     def _read_line(self, deadline: float) -> dict:
         assert self.proc is not None and self.proc.stdout is not None
@@ -156,14 +162,15 @@ def serve(handler: str, setup: str = "") -> None:
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(devnull, 1)
+    warning = None
     if setup:
         try:
-            _resolve(setup)()
+            warning = _resolve(setup)()  # a setup may return a warning for the caller to print
         except HelperRefused as err:
             proto_out.write(json.dumps({"ready": False, "refused": str(err)}).encode() + b"\n")
             return
     func = _resolve(handler)
-    proto_out.write(b'{"ready": true}\n')
+    proto_out.write(json.dumps({"ready": True, "warning": warning} if warning else {"ready": True}).encode() + b"\n")
     buf = b""
     while True:
         while b"\n" not in buf:

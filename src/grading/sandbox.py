@@ -4,21 +4,33 @@
         results = ex.run(["print(1 + 1)", "while True: pass"])  # [ProgramResult(status="ok", stdout="2\\n"), ...]
 
 Design: ``workers`` long-lived helper processes (started with a scrubbed environment) pre-import math,
-fractions, itertools, numpy, sympy and scipy once. For each program a helper forks one short-lived child
-(cheap: the modules are already in memory), and the child, before running the program:
+fractions, itertools, numpy, sympy and scipy once, then confine themselves (layers every child inherits):
+
+- an empty network namespace (root), and a seccomp filter without network sockets or io_uring (any user);
+- a private mount namespace in which every mount is read-only except the helper's scratch folder (root; this is
+  what denies writes on kernels without Landlock).
+
+Where neither Landlock nor the mount namespace can deny writes, or nothing can deny the network, the helper
+refuses to start and :meth:`PotExecutor.run` raises :class:`SandboxUnavailable` (one line) unless the user sets
+``GSI_UNSAFE_UNCONFINED_POT=1``. For each program a helper forks one short-lived child (cheap: the modules are
+already in memory), and the child, before running the program:
 
 - starts its own session (process group) and closes every inherited descriptor; stdin is /dev/null;
-- enters a new network namespace (no interfaces) when the OS allows, and blocks socket creation in any case;
 - sets resource limits: CPU time, address space, file size, open files, no core dumps, no new processes;
 - drops to user ``nobody`` when running as root (so file permissions and the process limit apply);
 - restricts the file system with Landlock where the kernel has it (writes only inside its own fresh temporary
-  directory, reads only of system and library folders), and with a Python audit hook in any case;
-- clears its environment.
+  directory, reads only of system and library folders, not the project's);
+- forgets the project: no ``src`` modules, no repository on the import path, no libc handle;
+- clears its environment and installs a Python audit hook (no sockets, processes, native calls, directory
+  descriptors or writes outside its directory): a second wall, which raw system calls would get past.
 
 The helper enforces the wall-clock timeout and kills the child's whole process group, caps captured output,
 removes the temporary directory, and replies. The caller distributes a batch over the helpers with one thread
 per helper and replaces a helper that died or stopped answering. Programs never run in the caller's process
 (the original code ran them with ``exec`` and no limits).
+
+The symbolic checker's helper (:func:`symbolic_handle`) uses the same layers, with no writable folder at all and
+one fresh child per comparison, so nothing an answer does survives its comparison.
 """
 
 from __future__ import annotations
@@ -137,36 +149,47 @@ def warm_up_scipy() -> None:
     warm_up(PREIMPORTS + SCIPY_PREIMPORTS)
 
 
-def warm_up(modules: tuple[str, ...] = PREIMPORTS) -> None:
+def warm_up(modules: tuple[str, ...] = PREIMPORTS) -> str | None:
     """PoT helper start-up: import what programs use, single-threaded, then confine the helper itself.
 
-    Raises :class:`SandboxUnavailable` (one line) when writes or the network cannot be denied by the kernel.
+    Raises :class:`SandboxUnavailable` (one line) when writes or the network cannot be denied by the kernel, unless
+    the user opted out; then returns the warning the caller prints.
     """
     for name in modules:
         try:
             __import__(name)
         except ImportError:
             pass
-    layers = _confine_helper()
+    missing = _missing_layers(_confine_helper())
+    _freeze()
+    if not missing:
+        return None
+    if os.environ.get(UNCONFINED_OPT_OUT_VAR) != "1":
+        raise SandboxUnavailable(f"sandbox: refusing to run PoT programs without {missing}; run as root or on a "
+                                 f"newer kernel, or set {UNCONFINED_OPT_OUT_VAR}=1 to run them anyway")
+    return f"sandbox: PoT programs run without {missing} ({UNCONFINED_OPT_OUT_VAR}=1)"
+
+
+def warm_up_symbolic() -> str | None:
+    """Symbolic-checker helper start-up: sympy and the checker imported and exercised, then the helper confined
+    with whatever layers this machine has (the parser never evaluates answer text: this is the second wall).
+    Returns a warning when a layer is missing."""
+    from src.grading import symbolic
+
+    symbolic.warm_up()
+    missing = _missing_layers(_confine_helper())
+    _freeze()
+    return f"sandbox: symbolic comparisons run without {missing}" if missing else None
+
+
+def _missing_layers(layers: dict[str, bool]) -> str:
+    """What the kernel cannot deny, in words ("" when writes and the network are both denied)."""
     missing = [what for what, ok in (
         ("file-system isolation (no Landlock, Linux >= 5.13; no mount namespace, root)",
          layers["landlock"] or layers["mountns"]),
         ("network isolation (no network namespace, root; no seccomp)", layers["netns"] or layers["seccomp"]))
         if not ok]
-    if missing and os.environ.get(UNCONFINED_OPT_OUT_VAR) != "1":
-        raise SandboxUnavailable(f"sandbox: refusing to run PoT programs without {' or '.join(missing)}; run as "
-                                 f"root or on a newer kernel, or set {UNCONFINED_OPT_OUT_VAR}=1 to run them anyway")
-    _freeze()
-
-
-def warm_up_symbolic() -> None:
-    """Symbolic-checker helper start-up: sympy and the checker imported and exercised, then the helper confined
-    (with whatever layers this machine has: the parser never evaluates answer text, so this is a second wall)."""
-    from src.grading import symbolic
-
-    symbolic.warm_up()
-    _confine_helper()
-    _freeze()
+    return " or ".join(missing)
 
 
 def _freeze() -> None:
