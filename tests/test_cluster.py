@@ -8,9 +8,13 @@ allocation; a run with the Llama-3 profile's training settings killed after a st
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +120,68 @@ def test_make_setup_gpu_installs_the_gpu_stack_from_any_node():
     cpu = subprocess.run(["make", "-n", "-C", str(REPO), "setup", "GPU=0"], capture_output=True, text=True,
                          timeout=60).stdout
     assert "requirements-cpu.lock" in cpu and "check_stack.py --gpu" not in cpu
+
+
+# ------------------------------------------------------------------------------------ llama3 profile: kill, resume
+LLAMA3_SCRIPT = REPO / "scripts" / "llama3" / "cot_train_state_reset.sh"
+
+
+def _llama3_train_command(tmp_path: Path, base: Path, out: str) -> tuple[list[str], Path, Path]:
+    """The llama3 script's own train command (its profile: gradient checkpointing, load dtype auto, step
+    checkpoints with one kept, accelerate's process count and accumulation, a free port), with the tiny model,
+    one CPU process and a short run substituted. Returns (argv, train file, model_dir)."""
+    env = {**os.environ, "DRY_RUN": "1", "MODEL_PATH": str(base), "OUTPUT_DIR": str(tmp_path / out),
+           "NUM_ITERS": "1", "GPU_IDS": "0", "ACCELERATE_CONFIG": "configs/accelerate_cpu_zero2_1proc.yaml",
+           "GLOBAL_BATCH": "8", "MAX_STEPS": "6", "SAVING_STEP_FREQ": "2", "LEARNING_RATE": "3e-3",
+           "WARMUP_STEP": "1", "TRAIN_EXTRA_ARGS": "--adam_beta2 0.98 --logging_step_freq 1", "SEED": "7"}
+    proc = subprocess.run(["bash", str(LLAMA3_SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("[dry-run] train:"))
+    argv = shlex.split(line.split(":", 1)[1])
+    i = argv.index("train.py")
+    train_file = Path(argv[argv.index("--train_file", i) + 1])
+    model_dir = Path(argv[argv.index("--model_dir", i) + 1])
+    return argv, train_file, model_dir
+
+
+def _launch_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+
+
+def test_llama3_profile_training_killed_after_a_step_checkpoint_resumes(tmp_path, synthetic_dir, tiny_model_dir):
+    from src.records import load_records, write_json
+
+    records = load_records(synthetic_dir / "train" / "cot" / "synthetic.json")[:96]
+    logs = {}
+    for out in ("reference", "killed"):
+        argv, train_file, model_dir = _llama3_train_command(tmp_path, tiny_model_dir, out)
+        assert flags_of(argv, "--gradient_checkpointing") == "true" and flags_of(argv, "--keep_num_ckpt") == "1"
+        assert flags_of(argv, "--torch_dtype") == "auto" and flags_of(argv, "--main_process_port") == "0"
+        write_json(train_file, records)
+        if out == "killed":
+            proc = subprocess.Popen(argv, cwd=REPO, env=_launch_env(), stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.time() + 400
+            while not (model_dir / "checkpoints" / "step_2" / "trainer_state.json").is_file():
+                assert proc.poll() is None, "the run ended before its first checkpoint"
+                assert time.time() < deadline, "no checkpoint after 400 s"
+                time.sleep(0.02)
+            os.killpg(proc.pid, signal.SIGKILL)  # a crash: no clean-up
+            proc.wait()
+            assert not json.loads((model_dir / "train_log.json").read_text()).get("finished")
+        done = subprocess.run(argv, cwd=REPO, env=_launch_env(), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+        logs[out] = json.loads((model_dir / "train_log.json").read_text())
+        # one complete checkpoint kept, nothing half-written left behind
+        assert [d.name for d in (model_dir / "checkpoints").iterdir()] == ["step_4"]
+    resumed, reference = logs["killed"], logs["reference"]
+    assert resumed["finished"] and resumed["resumed_from_step"] >= 2 and reference["resumed_from_step"] is None
+    assert [e["step"] for e in resumed["log"]] == list(range(1, 7))
+    assert resumed["run_shape"]["gradient_accumulation_steps"] == 2  # GLOBAL_BATCH 8 / (batch 4 x 1 process)
+    assert [e["loss"] for e in resumed["log"]] == pytest.approx([e["loss"] for e in reference["log"]], abs=1e-4)
+    assert resumed["config"]["gradient_checkpointing"] and resumed["config"]["saving_step_freq"] == 2
+
+
+def flags_of(argv: list[str], flag: str) -> str:
+    """The value after the last ``flag`` (train.py's, after accelerate's)."""
+    return argv[len(argv) - 1 - argv[::-1].index(flag) + 1]
