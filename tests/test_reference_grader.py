@@ -65,11 +65,19 @@ def test_pot_matches_every_original_decision_and_answer():
 def test_runaway_reads_first_paragraph_and_strings_compare_exactly():
     runaway = "So 18 eggs.\nThe answer is 18.\n\nQuestion: How many cats?\nThe answer is 7."
     assert grade_response(runaway, "18", "gsm8k", grader="reference").pred_value == "18"
-    assert grade_response(runaway, "18", "gsm8k").pred_value == "7"  # the project grader: the last trigger
+    assert grade_response(runaway, "18", "gsm8k").pred_value == "18"  # the project grader: up to the new question
     assert not grade_response("The answer is 1.4201", "1.42", "theoremqa", grader="reference").correct
     assert grade_response("The answer is 1.4201", "1.42", "theoremqa").correct
     # "not" contains "no": the original maps the whole answer to False
     assert grade_response("The answer is 5, not 6", "False", "theoremqa", grader="reference").correct
+
+
+def test_project_grader_reads_up_to_a_new_question_but_keeps_self_corrections():
+    corrected = "The answer is 3.\nNo, recount: 2 + 2 = 4.\nThe answer is 4."
+    assert grade_response(corrected + "\n\n### Question: next?\nThe answer is 9.", "4", "gsm8k").correct
+    # no trigger before the run-on: still the first problem's last number
+    assert grade_response("So 4 eggs remain.\nQuestion: next?\nThe answer is 9", "4", "gsm8k").correct
+    assert grade_response("Question: restated first.\nThe answer is 4", "4", "gsm8k").correct
 
 
 def test_pot_program_sees_the_original_module_name_and_raising_gives_nothing():

@@ -52,6 +52,7 @@ from src.grading.compare import (
     symbolic_compare,
 )
 from src.grading.extract import (
+    drop_runaway,
     extract_choice,
     extract_math,
     extract_number,
@@ -79,6 +80,8 @@ def extract_answer(response: str, dataset: str, mode: str = "cot", options=None)
     """The final answer in a CoT response (``mode="cot"``) or in a program's printed output (``mode="pot"``)."""
     fmt = get_dataset(dataset).answer_format
     from_program = mode == "pot"
+    if not from_program:
+        response = drop_runaway(response)  # README "Grading": an answer, then a new question, reads the first
     if fmt == "number":
         return extract_number(response, from_program)
     if fmt == "math":

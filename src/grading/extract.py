@@ -318,3 +318,19 @@ def normalize_program_output(stdout: str) -> str:
         out = _NP_WRAPPER_RE.sub(r"\1", out)
     out = _FRACTION_RE.sub(r"\1/\2", out)
     return _FLOAT_RE.sub(_round_float, out)
+
+
+# A line that opens a new question: "Question: ...", "### Question:", "Problem:", "Q:" (a base model's run-on).
+_NEW_QUESTION_RE = re.compile(r"^[ \t]*(?:#+[ \t]*)?(?:question|problem|q)[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def drop_runaway(response: str) -> str:
+    """The response up to the first line that opens a new question after some content of its own.
+
+    A model that answers and then writes a new "Question: ... The answer is ..." has answered once: the text
+    after the new question belongs to another problem and is never graded (self-corrections before it are).
+    """
+    for m in _NEW_QUESTION_RE.finditer(response):
+        if response[:m.start()].strip():
+            return response[:m.start()]
+    return response
