@@ -275,3 +275,34 @@ def test_sample_weights_clip_default_and_bad_values():
         sample_weights([{"item_id": "x", "w_prime": float("nan")}], "w_prime", None, "f")
     with pytest.raises(ValueError, match="needs --sample_weight_field"):
         sample_weights(recs, None, 2.0, "f")
+
+
+def test_iwsi_w_under_deepspeed_zero2_and_accumulation_scales_every_sample(tmp_path, synthetic_dir, tiny_model_dir):
+    """Every w' = 3, clipped to C = 2: each micro-batch loss is exactly twice the plain one, and AdamW after
+    gradient clipping is blind to that scale, so each logged step loss of a ZeRO-2 run with accumulation 2 is
+    twice that of the same unweighted run (trained in-process without DeepSpeed) at every step."""
+    import os
+
+    from src.training import TrainConfig, train
+
+    records = load_records(synthetic_dir / "train" / "cot" / "synthetic.json")[:32]
+    plain = write_json(tmp_path / "plain.json", records)
+    weighted = write_json(tmp_path / "weighted.json", [{**r, "w_prime": 3.0} for r in records])
+    common = {"batch_size": 4, "gradient_accumulation_steps": 2, "learning_rate": 3e-3, "warmup_step": 1,
+              "max_steps": 3, "seed": 7, "keep_num_ckpt": 0, "show_progress": False}
+    train(TrainConfig(model_name_or_path=str(tiny_model_dir), train_file=str(plain),
+                      model_dir=str(tmp_path / "plain"), **common))
+    flags = [x for k, v in common.items() for x in (f"--{k}", str(v))]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "configs" / "accelerate_cpu_zero2_1proc.yaml"), "--main_process_port", "0",
+           str(REPO / "train.py"), "--model_name_or_path", str(tiny_model_dir), "--train_file", str(weighted),
+           "--model_dir", str(tmp_path / "weighted"), *flags,
+           "--sample_weight_field", "w_prime", "--sample_weight_clip", "2.0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    base = json.loads((tmp_path / "plain" / "train_log.json").read_text())["log"]
+    got = json.loads((tmp_path / "weighted" / "train_log.json").read_text())["log"]
+    assert len(got) == len(base) == 3
+    for g, b in zip(got, base):
+        assert g["loss"] == pytest.approx(2 * b["loss"], rel=1e-4), (g, b)
