@@ -136,18 +136,19 @@ def generate_pairs(cfg) -> PairCounts:
     """``generate_train_data.py --format dpo``: load and validate, pair, then write pairs + counts (nothing on
     bad input or when no pair survives). ``cfg`` is a :class:`src.filtering.GenerateConfig`."""
     from src.filtering import counts_path, load_sampled
-    from src.records import write_json
+    from src.records import write_json_with_summary
 
     if cfg.pair_mode not in PAIR_MODES:
         raise RecordError(f"--pair_mode must be one of {', '.join(PAIR_MODES)}, got {cfg.pair_mode!r}")
     if cfg.max_pairs_per_question < 1:
         raise RecordError(f"--max_pairs_per_question must be >= 1, got {cfg.max_pairs_per_question}")
-    records, counts = build_pairs(load_sampled(cfg.cur_sampled_data_path), cfg.pair_mode, cfg.max_pairs_per_question)
+    sampled = load_sampled(cfg.cur_sampled_data_path, cfg.dataset_name)
+    records, counts = build_pairs(sampled, cfg.pair_mode, cfg.max_pairs_per_question)
     if not records:
         raise RecordError(f"{cfg.next_iter_data_path}: no preference pair survived (pair_mode {cfg.pair_mode}, "
                           f"questions without a pair: {counts.no_pair}); refusing to write an empty pairs file")
-    write_json(cfg.next_iter_data_path, records)
-    write_json(counts_path(cfg.next_iter_data_path), counts.to_json())
+    # the counts carry the pairs file's sha256 and are written last (src.filtering.read_counts checks it)
+    write_json_with_summary(cfg.next_iter_data_path, records, counts_path(cfg.next_iter_data_path), counts.to_json())
     return counts
 
 
