@@ -313,6 +313,8 @@ gsi_generate_stage() {  # gsi_generate_stage I: inference_data of iteration I ->
     # shellcheck disable=SC2206
     extra+=($FILTER_ARGS)
     STAGE_OUTPUTS=("$next" "${next%.json}.counts.json") STAGE_RESUMABLE=()
+    # a method's own flags, inputs and outputs (scripts/_iwsi.sh): it may extend extra, STAGE_INPUTS, STAGE_OUTPUTS
+    if declare -F gsi_generate_hook > /dev/null; then gsi_generate_hook "$i" "$next"; fi
     gsi_stage generate "$EXP_DIR/iter_$i" "$PYTHON" generate_train_data.py \
         --original_data_path "$ORIGINAL_DATA" --pre_iter_data_path "$prev" \
         --cur_sampled_data_path "$EXP_DIR/iter_$i/inference_data" --next_iter_data_path "$next" \

@@ -128,7 +128,8 @@ def build_pairs(sampled: Iterable, pair_mode: str, max_pairs: int) -> tuple[list
                             "chosen_source": p.chosen_source, "rejected_source": p.rejected_source})
                 counts.by_source[p.chosen_source] += 1
             counts.pairs += len(pairs)
-            counts.by_dataset[sset.dataset] = counts.by_dataset.get(sset.dataset, 0) + len(pairs)
+            name = sset.dataset or "unknown"
+            counts.by_dataset[name] = counts.by_dataset.get(name, 0) + len(pairs)
     return out, counts
 
 
