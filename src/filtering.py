@@ -204,6 +204,19 @@ def check_annotations(rationale: str, question: str | None = None) -> str | None
     return None
 
 
+def first_failing_step(rationale: str, question: str | None = None) -> tuple[int, str] | None:
+    """(1-based number of the first line at which :func:`check_annotations` fails, why), or None.
+
+    The check runs on growing prefixes of the non-empty lines, so the step is where the chain first breaks
+    (TriPosT's process verifier, src/tripost)."""
+    lines = [line for line in rationale.splitlines() if line.strip()]
+    for k in range(1, len(lines) + 1):
+        why = check_annotations("\n".join(lines[:k]), question)
+        if why is not None:
+            return k, why
+    return None
+
+
 def _numbers(text: str) -> set[Fraction]:
     return {Fraction(n) for n in _NUMBER.findall(text.replace("-", " "))}
 

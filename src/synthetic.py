@@ -230,6 +230,25 @@ def check_synthetic_rationale(question: str, gold_rationale: str, rationale: str
     return None
 
 
+def first_wrong_synthetic_step(question: str, gold_rationale: str, rationale: str) -> tuple[int, str] | None:
+    """(1-based number of the first line of ``rationale`` at which :func:`check_synthetic_rationale` fails, why)
+    or None: each prefix of lines is checked against the gold prefix with as many annotations (TriPosT's
+    process verifier, src/tripost). A rationale that stops early passes every prefix; its full check fails."""
+    gold_lines = [line for line in gold_rationale.splitlines() if line.strip()]
+    gold_counts = [len(_ANNOTATION.findall("\n".join(gold_lines[:j]))) for j in range(len(gold_lines) + 1)]
+    lines = [line for line in rationale.splitlines() if line.strip()]
+    for k in range(1, len(lines) + 1):
+        prefix = "\n".join(lines[:k])
+        m = len(_ANNOTATION.findall(prefix))
+        if m > gold_counts[-1]:
+            return k, f"step count {m} > {gold_counts[-1]}"
+        gold_prefix = "\n".join(gold_lines[:next(j for j, c in enumerate(gold_counts) if c >= m)])
+        why = check_synthetic_rationale(question, gold_prefix, prefix)
+        if why is not None:
+            return k, why
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
