@@ -306,3 +306,33 @@ def test_iwsi_w_under_deepspeed_zero2_and_accumulation_scales_every_sample(tmp_p
     assert len(got) == len(base) == 3
     for g, b in zip(got, base):
         assert g["loss"] == pytest.approx(2 * b["loss"], rel=1e-4), (g, b)
+
+
+# ----------------------------------------------------------------------------- iteration scripts
+def _dry_run(script: str, tmp_path: Path, **env: str) -> dict[str, str]:
+    import os
+
+    run_env = {**os.environ, "DRY_RUN": "1", "NUM_ITERS": "1", "OUTPUT_DIR": str(tmp_path), **env}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / script)], cwd=REPO, env=run_env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return {line.split(":")[0].removeprefix("[dry-run] "): line for line in proc.stdout.splitlines()
+            if line.startswith("[dry-run]")}
+
+
+@pytest.mark.parametrize("script", ["tiny/cot_train_iwsi.sh", "llama3/cot_train_iwsi.sh", "llama3/pot_train_iwsi.sh"])
+def test_iwsi_scripts_vote_filter_and_weight(script, tmp_path):
+    stages = _dry_run(script, tmp_path)
+    assert "--sample_num 15" in stages["sample"] and "--temperature 1.1" in stages["sample"]
+    assert "--max_resample_num 0" in stages["sample"] and "inference.py" in stages["sample"]
+    assert "--fraction 0.05" in stages["valid"] and "--exclude" in stages["valid"]
+    gen = stages["generate"]
+    assert "--correctness vote" in gen and "--ds_filter true" in gen and "--keep_fraction 0.8" in gen
+    assert "--check_result false" in gen  # the synthetic process check would read the gold rationale
+    assert "--sample_weight_field" not in stages["train"]
+    weighted = _dry_run(script, tmp_path, IWSI_VARIANT="iwsi_w")
+    assert "--keep_fraction 1" in weighted["generate"]
+    assert "--sample_weight_field w_prime --sample_weight_clip 2.0" in weighted["train"]
+    lmsi = _dry_run(script, tmp_path, IWSI_VARIANT="lmsi")
+    assert "--correctness vote" in lmsi["generate"] and "--ds_filter" not in lmsi["generate"]
+    assert "valid" not in lmsi
