@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Self-Refine Instruction-Tuning (CoT, arXiv 2405.00402): phase 1 (SFT on the teacher's demonstrations), then
+# ROUNDS x phase 2: SAMPLE_NUM=8 student samples per pool question, graded, paired (PAIR_MODE=mixed: a correct
+# against a wrong sample, the demonstration against a wrong one when none is correct), DPO (train_dpo.py, TRL),
+# evaluation on the held-in and held-out sets (scripts/_srit.sh, src/pairs.py, src/dpo.py).
+# Embedded default: tiny Llama + synthetic world on CPU (built on first use); the original data stands in for the
+# teacher's demonstrations (no larger teacher exists for the tiny model).
+#   bash scripts/tiny/cot_train_srit.sh
+#   ROUNDS=2 PAIR_MODE=self bash scripts/tiny/cot_train_srit.sh
+# Every setting is an environment variable (scripts/_common.sh, scripts/_srit.sh); DRY_RUN=1 prints the stage
+# commands only. Rerunning after a crash or kill -9 skips the finished stages (phase 1 is shared with
+# srit_phase1.sh: same experiment folder).
+set -euo pipefail
+: "${PROFILE:=tiny}" "${MODE:=cot}" "${EXP_TAG:=srit}" "${STRATEGY:=vanilla}" "${MAX_RESAMPLE_NUM:=0}" \
+    "${SAMPLE_NUM:=8}"
+# shellcheck source=scripts/_common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+# shellcheck source=scripts/_srit.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../_srit.sh"
+gsi_srit_main
