@@ -52,6 +52,9 @@ class EvalConfig:
     grader: str = field(default="project", metadata={
         "help": "which grader decides correct and accuracy: project (this project's rules) or reference (the "
                 "original code's decisions); metrics.json always holds both accuracies", "choices": list(GRADERS)})
+    self_improve_rounds: int = field(default=0, metadata={
+        "help": "TriPosT: up to N rounds of own feedback and updated attempt after the first answer; the last "
+                "answer is scored, metrics add first-attempt accuracy and fixed/broken counts (0 = off)"})
 
 
 def _level_key(item: dict) -> str | None:
@@ -70,18 +73,20 @@ def grade_both(responses: list[str], records: list[dict], dataset: str, mode: st
 
 def evaluate_dataset(llm, records: list[dict], dataset: str, mode: str = "cot", max_tokens: int = 1024,
                      temperature: float = 0.0, executor: Any = None,
-                     grader: str = "project") -> tuple[list[dict], dict]:
+                     grader: str = "project", respond: Any = None) -> tuple[list[dict], dict]:
     """Generate one response per record (greedy by default), grade it, return (``_res.json`` items, metrics).
 
     ``records`` follow the test schema; ``options`` (AQuA, MathQA) are passed to the grader. ``grader``
     decides ``correct`` and ``accuracy``; both graders' answers are kept in ``by_grader`` (items and metrics).
+    ``respond(llm, prompts, params) -> Generation`` replaces the one greedy generation (TriPosT's self-improvement
+    rounds, src/tripost/infer.py).
     """
     from src.engine import generate, sampling_params
 
     spec = get_dataset(dataset)
     start = time.perf_counter()
     question_prompts = [prompts.student_prompt(prompts.eval_question(r["question"], mode)) for r in records]
-    gen = generate(llm, question_prompts, sampling_params(1, temperature, 1.0, max_tokens))
+    gen = (respond or generate)(llm, question_prompts, sampling_params(1, temperature, 1.0, max_tokens))
     responses = [texts[0] for texts in gen.texts]
     all_grades = grade_both(responses, records, spec.name, mode, executor)
     items: list[dict] = []
@@ -143,6 +148,9 @@ def run_eval(cfg: EvalConfig) -> dict:
     from src.engine import EngineConfig, build_llm
 
     sets = load_eval_sets(cfg.dataset_name, cfg.eval_data_file)  # before the engine: fail in seconds
+    if cfg.self_improve_rounds < 0 or (cfg.self_improve_rounds > 0 and cfg.mode != "cot"):
+        raise RecordError(f"--self_improve_rounds must be >= 0 and needs --mode cot, got {cfg.self_improve_rounds} "
+                          f"with --mode {cfg.mode}")
     if not (Path(cfg.model_name_or_path) / "config.json").is_file():
         raise RecordError(f"{cfg.model_name_or_path}: not a model folder (no config.json)")
     total_start = time.perf_counter()
@@ -162,8 +170,14 @@ def run_eval(cfg: EvalConfig) -> dict:
         executor_cm = PotExecutor(workers=cfg.pot_workers)
     with executor_cm as executor:
         for name, records in sets:
-            results[name] = evaluate_dataset(llm, records, name, cfg.mode, max_tokens, cfg.temperature, executor,
-                                             cfg.grader)
+            if cfg.self_improve_rounds > 0:  # TriPosT (src/tripost/infer.py)
+                from src.tripost.infer import evaluate_self_improve
+
+                results[name] = evaluate_self_improve(llm, records, name, cfg.mode, max_tokens, cfg.temperature,
+                                                      executor, cfg.grader, cfg.self_improve_rounds)
+            else:
+                results[name] = evaluate_dataset(llm, records, name, cfg.mode, max_tokens, cfg.temperature,
+                                                 executor, cfg.grader)
             print(f"{name}: accuracy {results[name][1]['accuracy']:.4f} "
                   f"({results[name][1]['correct']}/{results[name][1]['n']})", flush=True)
     out = Path(cfg.results_path)
