@@ -574,7 +574,10 @@ class GenerateConfig:
                 "needed only by --check_mode strict; never guessed"})
     # --format dpo: preference pairs for Self-Refine Instruction-Tuning's DPO stage (src/pairs.py)
     format: str = field(default="sft", metadata={
-        "help": "sft: next-iteration training data; dpo: preference pairs (src/pairs.py)", "choices": ["sft", "dpo"]})
+        "help": "sft: next-iteration training data; dpo: preference pairs (src/pairs.py); tripost: one-step "
+                "examples of edit_trajectories.py's trajectories (src/tripost)", "choices": ["sft", "dpo", "tripost"]})
+    improve_ratio: float = field(default=1.5, metadata={
+        "help": "tripost: sample ceil(n_improvement / p) non-improvement and as many gold examples (0: keep all)"})
     pair_mode: str = field(default="mixed", metadata={
         "help": "dpo: self (correct vs wrong student sample), teacher (gold demonstration vs wrong sample), "
                 "mixed (self, or teacher when no student sample is correct)", "choices": ["self", "teacher", "mixed"]})
@@ -624,6 +627,10 @@ def generate_next_iteration(cfg: GenerateConfig) -> Counts:
         from src.pairs import generate_pairs
 
         return generate_pairs(cfg)
+    if cfg.format == "tripost":
+        from src.tripost.data import generate_tripost
+
+        return generate_tripost(cfg)  # type: ignore[return-value]
     if cfg.max_per_question is not None and cfg.max_per_question < 1:
         raise RecordError(f"--max_per_question must be >= 1, got {cfg.max_per_question}")
     original = pre_iter = None
