@@ -178,3 +178,17 @@ def test_process_check_never_executes(canary):
         check_annotations(f"So 2 + 2 = <<2+2=4>>4.\nThe answer is {payload}")  # the final answer is text
     assert check_annotations("He has 3 * 4 = <<3*4=13>>13 apples.\nThe answer is 13") is not None
     assert check_annotations(clean) is None
+
+
+def test_parser_refuses_every_payload_and_builds_only_sympy_objects(tmp_path):
+    import sympy
+
+    from src.grading.mathparse import Unsupported, parse
+
+    for payload in _payloads(tmp_path / "canary") + ["x.__class__", "lambda", "getattr(x, y)", "'x'", "x;y", "x@y"]:
+        with pytest.raises(Unsupported):
+            parse(payload)
+    expr = parse("\\frac{\\sqrt{2}}{2} + \\sin^2 x + \\log_2 8 + 3! + e^{i\\pi} + exec(x)")  # exec: only a symbol
+    assert isinstance(expr, sympy.Basic)
+    assert {str(s) for s in expr.free_symbols} == {"x", "exec"}
+    assert not (tmp_path / "canary").exists()

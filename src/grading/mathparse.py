@@ -23,7 +23,7 @@ from fractions import Fraction
 import sympy
 
 MAX_DIGITS = 10_000  # longest number literal (and largest |exponent| of 1e-notation) accepted
-MAX_TOKENS = 5_000  # answers are short; this bounds the parser's work, not the comparison's
+MAX_TOKENS = 100_000  # answers are short (callers send at most 400 characters); this only bounds memory
 
 
 class Unsupported(ValueError):
@@ -62,6 +62,8 @@ _COMMANDS = ({"frac", "binom", "sqrt"} | set(_OPERATOR_COMMANDS) | (set(_FUNCTIO
              "binomial", "asin", "acos", "atan"}) | {"pi", "infty"} | _GREEK)
 _RELATIONS = {"<=": sympy.LessThan, ">=": sympy.GreaterThan, "<": sympy.StrictLessThan,
               ">": sympy.StrictGreaterThan, "!=": sympy.Unequality}
+_COMMAND = re.compile(r"\\([A-Za-z]+)")
+_NAME = re.compile(r"[A-Za-z]+")
 _NUMBER = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(?:[eE]([+-]?\d+))?")
 _PUNCT = ("**", "<=", ">=", "!=", "+", "-", "*", "/", "^", "!", "(", ")", "{", "}", "[", "]", ",", "<", ">", "_")
 
@@ -74,7 +76,7 @@ class Token:
 
 def _command(s: str, i: int) -> tuple[Token, int]:
     """``\\name`` at ``s[i]``: the longest known command that prefixes the letters (``\\pia`` is ``\\pi a``)."""
-    m = re.match(r"\\([A-Za-z]+)", s[i:])
+    m = _COMMAND.match(s, i)
     if not m:
         raise Unsupported(f"stray backslash at {i}")
     letters = m.group(1)
@@ -102,7 +104,7 @@ def tokenize(s: str) -> list[Token]:
             tokens.append(Token("num", m.group(0)))
             i = m.end()
         elif ch.isascii() and ch.isalpha():
-            m = re.compile(r"[A-Za-z]+").match(s, i)
+            m = _NAME.match(s, i)
             tokens.append(Token("name", m.group(0)))
             i = m.end()
         elif ch == "\\":
