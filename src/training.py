@@ -102,6 +102,11 @@ class TrainConfig:
         "help": "record field holding a per-sample loss weight (IWSI-w: w_prime); records without it weigh 1"})
     sample_weight_clip: float | None = field(default=None, metadata={
         "help": "cap on the sample weight: min(weight, C) (IWSI-w: 2.0)"})
+    # TriPosT weighted SL (src/tripost/data.py): token losses from the first "Feedback:" on weighted in examples
+    # whose feedback reports an error
+    section_weight: float = field(default=1.0, metadata={
+        "help": "TriPosT: weight of the tokens from the first 'Feedback:' on in examples with an error (official "
+                "1.5; 1 = plain loss); needs generate_train_data.py --format tripost data"})
 
 
 # ----------------------------------------------------------------------------- schedule and data
@@ -197,12 +202,22 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, Any]
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
     if "sample_weight" in examples[0]:  # IWSI-w: travels with its sample through shuffling and accumulation
         batch["sample_weight"] = torch.tensor([e["sample_weight"] for e in examples], dtype=torch.float32)
+    if "token_weight" in examples[0]:  # TriPosT: per-token weights aligned with labels (padding: 1, masked)
+        batch["token_weight"] = torch.ones((len(examples), width), dtype=torch.float32)
+        for row, e in enumerate(examples):
+            batch["token_weight"][row, :len(e["token_weight"])] = torch.tensor(e["token_weight"])
     return batch
 
 
 def micro_batch_loss(model, batch: dict[str, Any]):
     """The model's mean token loss; with sample weights, the same mean with each sample's tokens weighted."""
     weights = batch.get("sample_weight")
+    if "token_weight" in batch:  # TriPosT weighted SL, times the sample weight when there is one
+        from src.tripost.data import weighted_token_loss
+
+        tokens = batch["token_weight"] if weights is None else batch["token_weight"] * weights[:, None]
+        inputs = {k: v for k, v in batch.items() if k not in ("sample_weight", "token_weight", "labels")}
+        return weighted_token_loss(model(**inputs).logits, batch["labels"], tokens)
     if weights is None:
         return model(**batch).loss
     from src.iwsi import weighted_lm_loss
@@ -370,6 +385,10 @@ def train(cfg: TrainConfig) -> Path:
     from src.iwsi import sample_weights
 
     weights = sample_weights(records, cfg.sample_weight_field, cfg.sample_weight_clip, cfg.train_file)
+    if cfg.section_weight != 1.0:  # TriPosT: every record needs its feedback section
+        from src.tripost.data import check_section_records
+
+        check_section_records(records, cfg.train_file, cfg.section_weight)
     if cfg.lr_scheduler not in ("linear", "cosine"):
         raise ValueError(f"--lr_scheduler must be linear or cosine, got {cfg.lr_scheduler!r}")
     if cfg.torch_dtype not in TORCH_DTYPES:
@@ -391,6 +410,10 @@ def train(cfg: TrainConfig) -> Path:
     examples = tokenize_examples(records, tokenizer, cfg.max_input_length, cfg.prompt_bos, cfg.strip_text)
     for example, weight in zip(examples, weights or []):
         example["sample_weight"] = weight
+    if cfg.section_weight != 1.0:
+        from src.tripost.data import add_section_weights
+
+        add_section_weights(examples, records, tokenizer, cfg.section_weight, cfg.strip_text)
     lengths = [len(e["input_ids"]) for e in examples]
 
     ds_plugin = accelerator.state.deepspeed_plugin
