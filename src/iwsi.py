@@ -346,6 +346,8 @@ class IwsiStep:
         self.ds: DSFilter | None = None
         if cfg.correctness not in ("label", "vote"):
             raise UsageError(f"--correctness must be label or vote, got {cfg.correctness!r}")
+        if not cfg.ds_filter and (cfg.ds_valid or cfg.ds_model):
+            raise UsageError("--ds_valid/--ds_model are used only with --ds_filter")
         if cfg.ds_filter:
             if not cfg.ds_valid or not cfg.ds_model:
                 raise UsageError("--ds_filter needs --ds_valid FILE and --ds_model DIR")
@@ -365,13 +367,16 @@ class IwsiStep:
 
     def filter(self, records: list[dict], counts: Any) -> list[dict]:
         """Apply the DS filter to the sampled part of ``records`` (original / previous data pass untouched)."""
-        n_prefix = counts.included["original"] + counts.included["pre_iter"]
-        samples = records[n_prefix:]
+        n_merged = sum(counts.included.values())
+        merged_first = getattr(self.cfg, "merged_first", True)  # the merged data precedes or follows the samples
+        cut = n_merged if merged_first else len(records) - n_merged
+        head, tail = records[:cut], records[cut:]
+        samples = tail if merged_first else head
         self.summary["counts"] = {"samples": sum(counts.total.values()), "after_answer_filter": len(samples)}
         if self.ds is not None and samples:
             samples = apply_ds_filter(self.ds, self.tok, self.valid, samples, self.summary)
         self.summary["counts"]["after_ds_filter"] = len(samples)
-        records = records[:n_prefix] + samples
+        records = head + samples if merged_first else samples + tail
         counts.records_written = len(records)
         return records
 

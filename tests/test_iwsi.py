@@ -213,6 +213,23 @@ def test_ds_filter_writes_weights_and_sidecar_and_reruns_identically(tmp_path, s
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_ds_filter_leaves_merged_original_data_alone(tmp_path, synthetic_dir, tiny_model_dir):
+    sampled = _sampled(tmp_path, synthetic_dir, n=2)
+    original = load_records(synthetic_dir / "train" / "cot" / "synthetic.json")[100:103]
+    orig_file = write_json(tmp_path / "orig.json", original)
+    out = tmp_path / "d.json"
+    assert generate_main(["--cur_sampled_data_path", str(sampled), "--next_iter_data_path", str(out),
+                          "--original_data_path", str(orig_file), "--include_original_data", "true",
+                          "--ds_filter", "--ds_valid", str(_valid(tmp_path, synthetic_dir)),
+                          "--ds_model", str(tiny_model_dir), "--keep_fraction", "0.5"]) == 0
+    data = json.loads(out.read_text())
+    merged = [r for r in data if "w_prime" not in r]
+    assert [r["item_id"] for r in merged] == [r["item_id"] for r in original]
+    side = json.loads((tmp_path / "d.iwsi.json").read_text())
+    assert side["counts"] == {"samples": 8, "after_answer_filter": 6, "after_ds_filter": 3}
+    assert len(data) == 6 and json.loads((tmp_path / "d.counts.json").read_text())["records_written"] == 6
+
+
 def _bad_cases(tmp_path: Path, synthetic_dir: Path, tiny_model_dir: Path) -> dict[str, tuple[list[str], str]]:
     empty = write_json(tmp_path / "empty.json", [])
     pool = load_records(synthetic_dir / "inference" / "cot" / "synthetic.json")[:2]
