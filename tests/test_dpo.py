@@ -250,3 +250,38 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, message, tmp_path
     if case == "missing_column":
         assert "missing field 'rejected'" in lines[0] and str(pairs) in lines[0]
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- scripts
+
+@pytest.mark.parametrize("profile", ["tiny", "llama3"])
+def test_srit_script_commands_are_accepted_by_the_real_parsers(profile, tmp_path):
+    """DRY_RUN prints every stage; the pairs and DPO commands (one per round) must parse as they are written."""
+    import shlex
+
+    from trl import DPOConfig
+
+    from src.cli import parse_args
+    from src.dpo import DPORunConfig, dpo_defaults
+    from src.filtering import GenerateConfig
+
+    env = {**run_env(), "DRY_RUN": "1", "ROUNDS": "2", "OUTPUT_DIR": str(tmp_path), "MODEL_PATH": "/models/base",
+           "TEACHER_PATH": "/models/teacher" if profile == "llama3" else ""}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / profile / "cot_train_srit.sh")], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    commands = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("[dry-run] "):
+            name, _, cmd = line[len("[dry-run] "):].partition(": ")
+            commands.setdefault(name, []).append(shlex.split(cmd))
+    assert len(commands["pairs"]) == len(commands["dpo"]) == 2 and len(commands["eval"]) == 3
+    assert ("teacher_sample" in commands) == (profile == "llama3")
+    for i, cmd in enumerate(commands["pairs"]):
+        (cfg,) = parse_args([GenerateConfig], cmd[cmd.index("generate_train_data.py") + 1:], "generate_train_data.py")
+        assert cfg.format == "dpo" and cfg.pair_mode == "mixed" and cfg.next_iter_data_path.endswith(f"_{i + 1}.json")
+    for r, cmd in enumerate(commands["dpo"], start=1):
+        run, args = parse_args([DPORunConfig, DPOConfig], cmd[cmd.index("train_dpo.py") + 1:], "train_dpo.py",
+                               defaults=dpo_defaults())
+        assert run.model_name_or_path.endswith(f"iter_{r - 1}/model") and run.model_dir.endswith(f"iter_{r}")
+        assert args.beta == 0.1 and args.num_train_epochs == 1 and args.precompute_ref_log_probs
