@@ -176,6 +176,7 @@ MUST_BE_EQUAL = [
     ("12 apples, 3 more than Tom", "12", "gsm8k", None),
     ("20 - 8 = 12", "12", "gsm8k", None),
     ("1,200 or so", "1200", "gsm8k", None),
+    ("1/2 or 0.5", "0.5", "gsm8k", None),
     ("\\boxed{-12}", "-12", "gsm8k", None),
     ("(12, 13)", "(12,13)", "math", None),
     ("[12, 13]", "[12,13]", "math", None),

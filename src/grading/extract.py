@@ -96,7 +96,8 @@ def stated_number(seg: str) -> str:
             break
         chain.append(cur)
     numbers = [m.group(0).replace(",", "") for m in chain]
-    if len(numbers) > 1 and (connective or not text[chain[-1].end():].strip(" .")):
+    same = len({parse_number(n) for n in numbers}) == 1  # "1/2 or 0.5" names one value twice
+    if len(numbers) > 1 and not same and (connective or not text[chain[-1].end():].strip(" .")):
         return " or ".join(numbers)
     return numbers[0]
 
