@@ -131,14 +131,15 @@ def test_grade_both_and_disagreements_list_both_answers():
 
     records = [{"item_id": "g0", "question": "q", "answer_value": "18"},
                {"item_id": "g1", "question": "q", "answer_value": "5"}]
-    responses = ["The answer is 18.\n\nQuestion: next?\nThe answer is 7.", "The answer is 5."]
+    responses = ["The answer is 18.\nQuestion: next?\nThe answer is 7.", "The answer is 5."]
     grades = grade_both(responses, records, "gsm8k", "cot", None)
     items = [{"item_id": r["item_id"], "answer_value": r["answer_value"], "pred": [resp],
               "by_grader": {g: {"pred_value": gs[i].pred_value, "correct": gs[i].correct} for g, gs in grades.items()}}
              for i, (r, resp) in enumerate(zip(records, responses))]
     rows = grader_disagreements({"gsm8k": (items, {})})
-    assert [(r["item_id"], r["pred_value_project"], r["pred_value_reference"]) for r in rows] == [("g0", "7", "18")]
-    assert rows[0]["correct_reference"] is True and rows[0]["correct_project"] is False
+    # one newline before the run-on: the original's "first paragraph" is the whole text, so it reads the 7
+    assert [(r["item_id"], r["pred_value_project"], r["pred_value_reference"]) for r in rows] == [("g0", "18", "7")]
+    assert rows[0]["correct_reference"] is False and rows[0]["correct_project"] is True
 
 
 def test_eval_writes_both_accuracies_and_the_disagreement_file(tmp_path, tiny_model_dir, shared_data):

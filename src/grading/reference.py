@@ -296,7 +296,7 @@ _FUNCS = {"sqrt": math.sqrt, "exp": math.exp, "log": math.log, "sin": math.sin, 
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.Pow: operator.pow, ast.Mod: operator.mod}
 _COMPARE_OPS = {ast.Lt: operator.lt, ast.Gt: operator.gt, ast.LtE: operator.le, ast.GtE: operator.ge}
-MAX_INT_EXPONENT = 10_000  # the original would compute any power; a bigger one is treated as a failed eval
+MAX_INT_DIGITS = 4300  # Python's str(int) limit: the original's str(eval(...)) raises past it
 
 
 class _Fail(Exception):
@@ -323,8 +323,9 @@ def _arith(node: ast.AST):
         return -value if isinstance(node.op, ast.USub) else +value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
         left, right = _arith(node.left), _arith(node.right)
-        if isinstance(node.op, ast.Pow) and isinstance(right, int) and abs(right) > MAX_INT_EXPONENT:
-            raise _Fail("exponent too large")
+        if isinstance(node.op, ast.Pow) and type(left) is int and type(right) is int and abs(left) > 1 \
+                and right * math.log10(abs(left)) > MAX_INT_DIGITS:
+            raise _Fail("the original's str() of this power raises (over Python's int digit limit)")
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS \
             and not node.keywords:
@@ -346,7 +347,7 @@ def _arith(node: ast.AST):
 
 _TOKEN_RE = re.compile(
     r"\s+|(?P<enot>\d+(?:,\d{3})*(?:\.\d*)?E[+-]?\d+)|(?P<num>\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)"
-    r"|(?P<cmd>\\[a-zA-Z]+|\\[{}\[\]|])|(?P<letter>[a-zA-Z])|(?P<op>[-+*/^!(){}\[\],_<>])")
+    r"|(?P<cmd>\\[a-zA-Z]+|\\[{}\[\]|])|(?P<letter>[a-zA-Z])|(?P<op>[-+*/^!(){}\[\],_<>:])")
 _SPACES = (r"\displaystyle", r"\qquad", r"\quad", "~", r"\,", "$")
 
 
@@ -450,10 +451,10 @@ class _LatexParser:
     def term(self):
         sp = self.sp
         left = self.unary()
-        while self.peek()[1] in ("*", "/", r"\times", r"\cdot", r"\div"):
+        while self.peek()[1] in ("*", "/", ":", r"\times", r"\cdot", r"\div"):
             op = self.take()[1]
             right = self.unary()
-            if op in ("/", r"\div"):
+            if op in ("/", ":", r"\div"):
                 left = sp.Mul(left, sp.Pow(right, -1, evaluate=False), evaluate=False)
             else:
                 left = self.mul_flat(left, right)
@@ -532,6 +533,9 @@ class _LatexParser:
             return sp.Mul(top, sp.Pow(bottom, -1, evaluate=False), evaluate=False)
         if v == r"\sqrt":
             return self.sqrt()
+        if v == r"\binom":
+            self.take()
+            return sp.binomial(self.group("{", "}"), self.group("{", "}"))
         if v in (r"\ln", r"\log"):
             return self.log()
         if v in (r"\sin", r"\cos", r"\exp"):
