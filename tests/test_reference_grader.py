@@ -167,3 +167,14 @@ def test_eval_refuses_an_unknown_grader(tmp_path, shared_data):
                          cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.count("\n") == 1 and "--grader" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_sampling_grades_with_the_configured_grader():
+    from src.sampling.loop import SamplingConfig, _grade
+    from src.sampling.query import QueryState
+
+    queries = [QueryState({"item_id": "g0", "question": "q", "answer_cot": "", "answer_value": "18"})]
+    runaway = ["The answer is 18.\nQuestion: next?\nThe answer is 7."]
+    cfg = SamplingConfig(grader="reference")
+    assert _grade(runaway, queries, "gsm8k", "cot", None, cfg.grader)[0].pred_value == "7"
+    assert _grade(runaway, queries, "gsm8k", "cot", None, SamplingConfig().grader)[0].pred_value == "18"
