@@ -297,6 +297,7 @@ _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
            ast.Pow: operator.pow, ast.Mod: operator.mod}
 _COMPARE_OPS = {ast.Lt: operator.lt, ast.Gt: operator.gt, ast.LtE: operator.le, ast.GtE: operator.ge}
 MAX_INT_DIGITS = 4300  # Python's str(int) limit: the original's str(eval(...)) raises past it
+MAX_FACTORIAL = 3000  # 3000! has 9,131 digits: past the limit, so refused before computing it
 
 
 class _Fail(Exception):
@@ -329,7 +330,10 @@ def _arith(node: ast.AST):
         return _BINOPS[type(node.op)](left, right)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS \
             and not node.keywords:
-        return _FUNCS[node.func.id](*[_arith(a) for a in node.args])
+        args = [_arith(a) for a in node.args]
+        if node.func.id == "factorial" and args and isinstance(args[0], int) and args[0] > MAX_FACTORIAL:
+            raise _Fail("the original's str() of this factorial raises (over Python's int digit limit)")
+        return _FUNCS[node.func.id](*args)
     if isinstance(node, ast.Compare):  # a relation latex2sympy2 keeps unevaluated ("5 > 3")
         left = _arith(node.left)
         for op, right_node in zip(node.ops, node.comparators):
@@ -535,7 +539,10 @@ class _LatexParser:
             return self.sqrt()
         if v == r"\binom":
             self.take()
-            return sp.binomial(self.group("{", "}"), self.group("{", "}"))
+            n, k = self.group("{", "}"), self.group("{", "}")
+            if any(abs(x) > MAX_FACTORIAL for x in (n, k) if x.is_Number):
+                raise _Fail("binomial too large to compute here")
+            return sp.binomial(n, k)
         if v in (r"\ln", r"\log"):
             return self.log()
         if v in (r"\sin", r"\cos", r"\exp"):
