@@ -132,6 +132,7 @@ fi
 : "${TEACHER_GPU_MEM:=0.9}"           # teacher's --gpu-memory-utilization
 # evaluation
 : "${EVAL_DATASETS:=gsm8k math aqua mathqa svamp theoremqa}"
+: "${EVAL_EXTRA_ARGS:=}"              # more eval.py flags, word-split (TriPosT: --self_improve_rounds N)
 # next iteration's data
 : "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/mathinstruct.json}"   # iteration-0 data
 : "${INCLUDE_ORIGINAL:=false}"
@@ -177,7 +178,7 @@ export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR 
     SAVING_STEP_FREQ GRADIENT_CHECKPOINTING TORCH_DTYPE TRAIN_PROCS GLOBAL_BATCH MAIN_PROCESS_PORT \
     INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
     LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS TRAIN_TOKENIZE_ARGS \
-    DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE
+    DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE EVAL_EXTRA_ARGS
 
 # ------------------------------------------------------------------------------------------------ helpers
 gsi_log() { printf '[gsi %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -261,10 +262,11 @@ gsi_eval_stage() {
     gsi_lookup test "$EVAL_DATASETS"
     mapfile -t files <<< "$GSI_FILES_test"
     STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/eval_data") STAGE_RESUMABLE=()
+    # shellcheck disable=SC2086
     gsi_stage eval "$ITER_DIR" "$PYTHON" eval.py --model_name_or_path "$ITER_DIR/model" \
         --results_path "$ITER_DIR/eval_data" --dataset_name "${names[@]}" --eval_data_file "${files[@]}" \
         --temperature 0 --device_num "$DEVICE_NUM" --max_length "$MAX_LENGTH" --mode "$MODE" --seed "$SEED" \
-        --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS"
+        --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" $EVAL_EXTRA_ARGS
 }
 
 # Sampling stage: see scripts/_template_inference.sh (ITER_DIR and the sampling settings).
