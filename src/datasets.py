@@ -63,10 +63,3 @@ def get_dataset(name: str) -> DatasetSpec:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {known}")
     return DATASETS[key]
 
-
-def held_in_names() -> list[str]:
-    return [s.name for s in _SPECS if not s.held_out and not s.name.startswith("synthetic")]
-
-
-def held_out_names() -> list[str]:
-    return [s.name for s in _SPECS if s.held_out and not s.name.startswith("synthetic")]

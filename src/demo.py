@@ -282,7 +282,6 @@ class Runner:
 
     def sample(self) -> dict[str, dict]:
         """The initial round (= the vanilla arm's samples), then each resampling strategy continued from it."""
-        from src.demo_sampling import continue_sampling
         from src.sampling import SamplingRun, run_sampling, write_sampling_outputs
 
         c = self.cfg
@@ -308,8 +307,11 @@ class Runner:
 
         def resample(strategy: str, rounds: int, budget: int | None) -> Callable[[Stage], dict]:
             def run(st: Stage) -> dict:
-                res = continue_sampling(self.engine(base_model), load_initial(), HELD_IN,
-                                        self.sampling_cfg(strategy, rounds), token_budget=budget)
+                initial = load_initial()
+                # every strategy continues from the SAME initial samples (the costliest round runs once)
+                res = run_sampling(self.engine(base_model), [], HELD_IN, self.sampling_cfg(strategy, rounds),
+                                   engine_start_seconds=initial.stats.get("engine_start_seconds"),
+                                   initial=initial, token_budget=budget)
                 write_sampling_outputs(res, st.dir)
                 later = res.stats["rounds"][1:]
                 return {"generate_seconds": sum(r["generate_seconds"] for r in later),

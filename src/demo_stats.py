@@ -6,27 +6,24 @@ Two sources of noise are reported side by side, never merged into one number:
 - training noise (data order): every trained arm runs with several seeds; the spread (min, max) over seeds is
   shown beside the intervals.
 
-Example: ``wilson(45, 60)`` -> ``(0.627, 0.849)``.
+Example: ``wilson(45, 60)`` -> ``(0.628, 0.842)`` (scipy.stats.binomtest; the bootstrap is scipy.stats.bootstrap).
 """
 
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+import numpy as np
+from scipy import stats
 
 
-def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson(correct: int, n: int) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (well-behaved at 0 and 1, unlike the normal one)."""
     if n == 0:
         return (0.0, 1.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    ci = stats.binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (float(ci.low), float(ci.high))
 
 
 def accuracy_block(flags: Sequence[bool]) -> dict:
@@ -55,13 +52,14 @@ def paired_bootstrap_diff(a: Sequence[Sequence[bool]], b: Sequence[Sequence[bool
     n = len(a[0])
     if any(len(s) != n for s in list(a) + list(b)):
         raise ValueError("paired bootstrap needs the same test items for every seed of both arms")
-    sa = [sum(s[i] for s in a) / len(a) for i in range(n)]
-    sb = [sum(s[i] for s in b) / len(b) for i in range(n)]
-    d = [x - y for x, y in zip(sa, sb)]
-    diff = sum(d) / n
-    rng = random.Random(seed)
-    boots = sorted(sum(d[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
-    lo, hi = boots[int(0.025 * n_boot)], boots[int(0.975 * n_boot) - 1]
+    d = np.asarray(a, dtype=float).mean(axis=0) - np.asarray(b, dtype=float).mean(axis=0)
+    diff = float(d.mean())
+    if np.all(d == d[0]):  # no spread: scipy's bootstrap refuses degenerate data, and the interval is the point
+        lo = hi = diff
+    else:
+        res = stats.bootstrap((d,), np.mean, n_resamples=n_boot, confidence_level=0.95, method="percentile",
+                              rng=np.random.default_rng(seed))
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return {"diff": diff, "ci95": [round(lo, 4), round(hi, 4)], "n_items": n, "n_boot": n_boot}
 
 

@@ -100,21 +100,28 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
 
     out_dir = Path(out_dir)
     hard = list(cfg.hard_levels)
-    summary: dict[str, Any] = {"config": asdict(cfg)}
+    arms, flags = _arm_blocks(out_dir, cfg, hard)
+    comparisons = _comparisons(cfg, arms, flags)
+    return {"config": asdict(cfg), "base": _base_block(out_dir, hard), "sampling": _sampling_summary(out_dir, hard),
+            "data": {arm: _data_block(out_dir, arm) for arm in cfg.arms}, "arms": arms,
+            "comparisons": comparisons, "verdicts": _verdict_lines(comparisons),
+            "times": stage_times(out_dir, timeline, wall_seconds)}
 
-    # base
+
+def _base_block(out_dir: Path, hard: list[int]) -> dict[str, Any]:
     base = {TEST_LABEL[ds]: eval_block(_read(out_dir / "eval" / "base" / f"{ds}_res.json"), hard)
             for ds in (HELD_IN, HELD_OUT)}
     base_marker = _read(out_dir / "base" / "stage.json")
-    summary["base"] = {"eval": base, "train_seconds": base_marker["seconds"],
-                       # --base_steps 0: the base was trained elsewhere and copied in (its time is not counted)
-                       "copied_from": base_marker.get("copied_from")}
     # A base below its phase transition has (almost) nothing to self-improve from: say so loudly.
     mid = [base["held_in"]["by_level"][str(k)]["accuracy"] for k in (2, 3, 4) if str(k) in base["held_in"]["by_level"]]
-    summary["base"]["mean_accuracy_k2_4"] = sum(mid) / len(mid) if mid else None
-    summary["base"]["past_phase_transition"] = bool(mid) and sum(mid) / len(mid) >= PHASE_THRESHOLD
+    return {"eval": base, "train_seconds": base_marker["seconds"],
+            # --base_steps 0: the base was trained elsewhere and copied in (its time is not counted)
+            "copied_from": base_marker.get("copied_from"),
+            "mean_accuracy_k2_4": sum(mid) / len(mid) if mid else None,
+            "past_phase_transition": bool(mid) and sum(mid) / len(mid) >= PHASE_THRESHOLD}
 
-    # sampling
+
+def _sampling_summary(out_dir: Path, hard: list[int]) -> dict[str, Any]:
     initial_stats = _read(out_dir / "sampling" / "vanilla" / "sampling_stats.json")
     r0 = initial_stats["rounds"][0]
     sampling: dict[str, Any] = {"initial": {"samples": r0["cumulative_samples"],
@@ -135,24 +142,23 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
             "definition": f"newly covered pool queries of levels {hard} that had no correct initial sample, per "
                           "million tokens generated in the resampling rounds (brute force spends at least state "
                           "reset's budget)"}
-    summary["sampling"] = sampling
+    return sampling
 
-    # data per arm
-    summary["data"] = {}
-    for arm in cfg.arms:
-        counts = _read(out_dir / "arms" / arm / "data" / "train.counts.json")
-        records = _read(out_dir / "arms" / arm / "data" / "train.json")
-        by_level: dict[str, int] = {}
-        for r in records:
-            by_level[str(r.get("level"))] = by_level.get(str(r.get("level")), 0) + 1
-        summary["data"][arm] = {"records": len(records), "original": counts["included"]["original"],
-                                "kept": counts["total"]["kept"], "wrong_answer": counts["total"]["wrong_answer"],
-                                "failed_check": counts["total"]["failed_check"],
-                                "duplicate": counts["total"]["duplicate"],
-                                "records_by_level": dict(sorted(by_level.items())),
-                                "by_strategy": counts["by_strategy"]}
 
-    # arms: per seed, then mean and spread over seeds
+def _data_block(out_dir: Path, arm: str) -> dict[str, Any]:
+    counts = _read(out_dir / "arms" / arm / "data" / "train.counts.json")
+    records = _read(out_dir / "arms" / arm / "data" / "train.json")
+    by_level: dict[str, int] = {}
+    for r in records:
+        by_level[str(r.get("level"))] = by_level.get(str(r.get("level")), 0) + 1
+    return {"records": len(records), "original": counts["included"]["original"],
+            "kept": counts["total"]["kept"], "wrong_answer": counts["total"]["wrong_answer"],
+            "failed_check": counts["total"]["failed_check"], "duplicate": counts["total"]["duplicate"],
+            "records_by_level": dict(sorted(by_level.items())), "by_strategy": counts["by_strategy"]}
+
+
+def _arm_blocks(out_dir: Path, cfg: Any, hard: list[int]) -> tuple[dict[str, Any], dict]:
+    """Per arm: each seed's evaluation, then mean and spread over seeds; and the per-item flags for bootstraps."""
     arms: dict[str, Any] = {}
     flags: dict[tuple[str, str, str], list[list[bool]]] = {}
     for arm in cfg.arms:
@@ -173,9 +179,11 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
                             "by_level": {lv: seed_spread([s[test]["by_level"][lv]["accuracy"] for s in seeds.values()])
                                          for lv in next(iter(seeds.values()))[test]["by_level"]}}
         arms[arm] = {"seeds": seeds, "over_seeds": spread}
-    summary["arms"] = arms
+    return arms, flags
 
-    # comparisons: state reset (and the other sampled arms) against control and vanilla
+
+def _comparisons(cfg: Any, arms: dict[str, Any], flags: dict) -> dict[str, Any]:
+    """State reset (and the other sampled arms) against control and vanilla: paired bootstrap + verdict."""
     comparisons = {}
     for a in [x for x in ("state_reset", "vanilla", "brute_force", "answer_driven", "rationale_driven")
               if x in cfg.arms]:
@@ -189,12 +197,7 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
                     d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
                     entry[f"{test}_{part}"] = d
             comparisons[f"{a}_vs_{b}"] = entry
-    summary["comparisons"] = comparisons
-    summary["verdicts"] = _verdict_lines(comparisons)
-
-    # times
-    summary["times"] = stage_times(out_dir, timeline, wall_seconds)
-    return summary
+    return comparisons
 
 
 def _verdict_lines(comparisons: dict) -> list[str]:

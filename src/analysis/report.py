@@ -88,113 +88,125 @@ def _section(md: list[str], notes: list[str], name: str, body: Callable[[], None
         md.append(f"\n**{msg}**\n")
 
 
+@dataclass
+class _Writer:
+    """The report being written: its Markdown lines, its notes and the files it links."""
+
+    inputs: ReportInputs
+    arms: list[Arm]
+    report: Report
+    md: list[str]
+    notes: list[str]
+
+    @property
+    def out(self) -> Path:
+        return self.report.out_dir
+
+    def add_table(self, table: Table, digits: int = 1) -> None:
+        self.report.tables[table.name] = table.to_csv(self.out / f"{table.name}.csv")
+        (self.out / f"{table.name}.md").write_text(table.to_markdown(digits) + "\n", encoding="utf-8")
+        self.md.extend(["", table.to_markdown(digits), "", f"*{table.caption}* ([CSV]({table.name}.csv))", ""])
+
+    def figure(self, path: Path | None, caption: str) -> None:
+        if path is not None:
+            self.report.figures.append(path)
+            self.md.extend(["", f"![{caption}]({path.name})", "", f"*{caption}*", ""])
+
+    def accuracy(self) -> None:
+        if not any(a.accuracy for a in self.arms):
+            self.md.append("No evaluation results found.")
+            return
+        self.add_table(accuracy_table(self.arms))
+
+    def tail(self) -> None:
+        inputs, out = self.inputs, self.out
+        with_data = [a for a in self.arms if a.generated]
+        if not with_data:
+            self.md.append("No self-generated data found (no sampling results.json).")
+            return
+        original = next((a.original for a in self.arms if a.original), [])
+        first_iter = min(min(a.generated) for a in with_data)
+        kind = difficulty_kind([original] + [a.generated[first_iter] for a in with_data if first_iter in a.generated])
+        series = {ORIGINAL: difficulty_values(original, kind)} if original else {}
+        series.update({a.label: difficulty_values(a.generated[first_iter], kind)
+                       for a in with_data if first_iter in a.generated})
+        self.figure(plot_difficulty_by_strategy(kind, series, f"Difficulty: original data vs self-generated data of "
+                                                f"iteration {first_iter}, per strategy",
+                                                out / "tail_difficulty_by_strategy.png"),
+                    f"Difficulty ({kind}) of the original data and of each strategy's self-generated data "
+                    f"(iteration {first_iter}).")
+        ppl = CachedPerplexity(inputs.perplexity) if inputs.perplexity is not None else None
+        rows: list[list[Any]] = []
+        for arm in with_data:
+            sets: dict[str, list[dict]] = {ORIGINAL: arm.original} if arm.original else {}
+            sets.update({f"iter {i}": recs for i, recs in sorted(arm.generated.items())})
+            kind_a, metrics = tail_metrics(sets, inputs.tokenizer, ppl, inputs.max_ppl_records, inputs.seed)
+            self.figure(plot_tail(arm.label, kind_a, metrics, out / f"tail_{slug(arm.label)}.png"),
+                        f"{arm.label}: difficulty, response length and perplexity of the original data and of each "
+                        f"iteration's self-generated data.")
+            rows += summary_rows(arm.label, kind_a, metrics)
+        self.add_table(Table("tail_summary", TAIL_HEADERS, rows,
+                             "Summary of each distribution; perplexities on a seeded sample of at most "
+                             f"{inputs.max_ppl_records} records per set."), digits=2)
+
+    def efficiency(self) -> None:
+        groups = runs_by_key(self.arms)
+        if not groups:
+            self.md.append("No sampling statistics found (no sampling_stats.json).")
+            return
+        for (it, dataset), runs in groups.items():
+            name = f"iter{it}_{slug(dataset)}"
+            self.figure(plot_coverage(runs, f"Coverage vs cost: {dataset}, iteration {it}",
+                                      self.out / f"efficiency_{name}.png"),
+                        f"Coverage against samples and generated tokens ({dataset}, iteration {it}).")
+            self.figure(plot_coverage_by_level(runs, f"Coverage by level vs tokens: {dataset}, iteration {it}",
+                                               self.out / f"efficiency_levels_{name}.png"),
+                        f"Coverage of each level against generated tokens ({dataset}, iteration {it}).")
+        self.add_table(efficiency_table(self.arms))
+
+
+def _tail_intro(inputs: ReportInputs) -> list[str]:
+    md = ["", "## 2. Tail narrowing: original data vs self-generated data", "",
+          "Difficulty is the `level` field when every record has one, otherwise the number of reasoning steps "
+          "(non-empty lines). Lengths are in the model's tokens. Perplexity is exp of the mean negative "
+          "log-probability of the rationale tokens given the student prompt"
+          + (f", under `{inputs.perplexity_model}`" if inputs.perplexity_model else "") + ". The tail share is "
+          "the share of records at or beyond the original data's hardest level (90th percentile for step "
+          "counts, lengths and perplexities): below the original's share means the tail narrowed.", ""]
+    if inputs.tokenizer is None:
+        md.append("Response lengths skipped: no tokenizer (no iteration-0 model found; pass `--model`).")
+    if inputs.perplexity is None:
+        md.append("Perplexities skipped: no iteration-0 model to score with (pass `--model`), or "
+                  "`--ppl_backend none`.")
+    return md
+
+
 def build_report(inputs: ReportInputs, out_dir: str | Path) -> Report:
     """Write tables (Markdown + CSV), figures (PNG) and ``report.md`` into ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     arms = arm_order(inputs.arms)
     _unique_labels(arms)
-    report = Report(out, out / "report.md")
     md: list[str] = [f"# {inputs.title}", "",
                      f"Written {_dt.datetime.now(_dt.UTC):%Y-%m-%d %H:%M} UTC from:", ""]
     md += [f"- **{a.label}**" + (f" (`{a.source}`)" if a.source else "") +
            (f", strategy `{a.strategy}`" if a.strategy else "") for a in arms] or ["- (no runs given)"]
-
     notes = list(inputs.notes) + [f"{a.label}: {n}" for a in arms for n in a.notes]
     md += ["", "## What is missing", ""]
     missing_at = len(md)  # filled in at the end: sections add their own notes
+    w = _Writer(inputs, arms, Report(out, out / "report.md"), md, notes)
 
-    def add_table(table: Table, digits: int = 1) -> None:
-        report.tables[table.name] = table.to_csv(out / f"{table.name}.csv")
-        (out / f"{table.name}.md").write_text(table.to_markdown(digits) + "\n", encoding="utf-8")
-        md.extend(["", table.to_markdown(digits), "", f"*{table.caption}* ([CSV]({table.name}.csv))", ""])
-
-    def figure(path: Path | None, caption: str) -> None:
-        if path is not None:
-            report.figures.append(path)
-            md.extend(["", f"![{caption}]({path.name})", "", f"*{caption}*", ""])
-
-    # 1. accuracy ---------------------------------------------------------------------------------------------
     md += ["", "## 1. Accuracy per iteration", ""]
-
-    def accuracy() -> None:
-        if not any(a.accuracy for a in arms):
-            md.append("No evaluation results found.")
-            return
-        add_table(accuracy_table(arms))
-
-    _section(md, notes, "accuracy table", accuracy)
-
-    # 2. tail narrowing ---------------------------------------------------------------------------------------
-    md += ["", "## 2. Tail narrowing: original data vs self-generated data", "",
-           "Difficulty is the `level` field when every record has one, otherwise the number of reasoning steps "
-           "(non-empty lines). Lengths are in the model's tokens. Perplexity is exp of the mean negative "
-           "log-probability of the rationale tokens given the student prompt"
-           + (f", under `{inputs.perplexity_model}`" if inputs.perplexity_model else "") + ". The tail share is "
-           "the share of records at or beyond the original data's hardest level (90th percentile for step "
-           "counts, lengths and perplexities): below the original's share means the tail narrowed.", ""]
-    if inputs.tokenizer is None:
-        md.append("Response lengths skipped: no tokenizer (no iteration-0 model found; pass `--model`).")
-    if inputs.perplexity is None:
-        md.append("Perplexities skipped: no iteration-0 model to score with (pass `--model`), or "
-                  "`--ppl_backend none`.")
-    ppl = CachedPerplexity(inputs.perplexity) if inputs.perplexity is not None else None
-
-    def tail() -> None:
-        with_data = [a for a in arms if a.generated]
-        if not with_data:
-            md.append("No self-generated data found (no sampling results.json).")
-            return
-        original = next((a.original for a in arms if a.original), [])
-        first_iter = min(min(a.generated) for a in with_data)
-        kind = difficulty_kind([original] + [a.generated[first_iter] for a in with_data if first_iter in a.generated])
-        series = {ORIGINAL: difficulty_values(original, kind)} if original else {}
-        series.update({a.label: difficulty_values(a.generated[first_iter], kind)
-                       for a in with_data if first_iter in a.generated})
-        figure(plot_difficulty_by_strategy(kind, series, f"Difficulty: original data vs self-generated data of "
-                                           f"iteration {first_iter}, per strategy",
-                                           out / "tail_difficulty_by_strategy.png"),
-               f"Difficulty ({kind}) of the original data and of each strategy's self-generated data "
-               f"(iteration {first_iter}).")
-        rows: list[list[Any]] = []
-        for arm in with_data:
-            sets: dict[str, list[dict]] = {ORIGINAL: arm.original} if arm.original else {}
-            sets.update({f"iter {i}": recs for i, recs in sorted(arm.generated.items())})
-            kind_a, metrics = tail_metrics(sets, inputs.tokenizer, ppl, inputs.max_ppl_records, inputs.seed)
-            figure(plot_tail(arm.label, kind_a, metrics, out / f"tail_{slug(arm.label)}.png"),
-                   f"{arm.label}: difficulty, response length and perplexity of the original data and of each "
-                   f"iteration's self-generated data.")
-            rows += summary_rows(arm.label, kind_a, metrics)
-        add_table(Table("tail_summary", TAIL_HEADERS, rows,
-                        "Summary of each distribution; perplexities on a seeded sample of at most "
-                        f"{inputs.max_ppl_records} records per set."), digits=2)
-
-    _section(md, notes, "tail narrowing", tail)
-
-    # 3. sampling efficiency ----------------------------------------------------------------------------------
+    _section(md, notes, "accuracy table", w.accuracy)
+    md += _tail_intro(inputs)
+    _section(md, notes, "tail narrowing", w.tail)
     md += ["", "## 3. Sampling efficiency", ""]
-
-    def efficiency() -> None:
-        groups = runs_by_key(arms)
-        if not groups:
-            md.append("No sampling statistics found (no sampling_stats.json).")
-            return
-        for (it, dataset), runs in groups.items():
-            name = f"iter{it}_{slug(dataset)}"
-            figure(plot_coverage(runs, f"Coverage vs cost: {dataset}, iteration {it}",
-                                 out / f"efficiency_{name}.png"),
-                   f"Coverage against samples and generated tokens ({dataset}, iteration {it}).")
-            figure(plot_coverage_by_level(runs, f"Coverage by level vs tokens: {dataset}, iteration {it}",
-                                          out / f"efficiency_levels_{name}.png"),
-                   f"Coverage of each level against generated tokens ({dataset}, iteration {it}).")
-        add_table(efficiency_table(arms))
-
-    _section(md, notes, "sampling efficiency", efficiency)
+    _section(md, notes, "sampling efficiency", w.efficiency)
 
     md[missing_at:missing_at] = [f"- {n}" for n in notes] or ["Nothing: every expected file was found."]
-    report.notes = notes
-    report.report_md.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
-    return report
+    w.report.notes = notes
+    w.report.report_md.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    return w.report
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,110 +124,124 @@ def _snapshot(queries: list[QueryState], with_history: bool) -> list[dict[str, A
     return [q.result(with_history) for q in queries]
 
 
+@dataclass
+class _RunState:
+    """The mutable state of one run: the queries, the rounds counted so far and the saved initial round."""
+
+    dataset: str
+    strategy_name: str
+    cfg: SamplingConfig
+    queries: list[QueryState]
+    stats: dict[str, Any]
+    before: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rounds(self) -> list[dict[str, Any]]:
+        return self.stats["rounds"]
+
+    def finish(self) -> SamplingRun:
+        return SamplingRun(self.dataset, _snapshot(self.queries, self.strategy_name == "teacher_help"), self.before,
+                           [item for q in self.queries for item in q.training_items()], self.stats)
+
+    def record_round(self, round_: int, n_prompts: int, n_samples: int, tokens: dict[int, int], wall: float,
+                     gen: float) -> dict[str, Any]:
+        r = _round_stats(self.queries, self.cfg, round_, n_prompts, n_samples, tokens, wall, gen,
+                         self.rounds[-1] if self.rounds else None)
+        self.rounds.append(r)
+        log.info("%s %s round %d: %d prompts, coverage %.3f (%d/%d), below %d: %d, histogram %s, samples %d",
+                 self.dataset, self.strategy_name, round_, n_prompts, r["coverage"], r["covered"],
+                 len(self.queries), self.cfg.min_correct_num, r["below_min_correct"],
+                 r["correct_count_histogram"], r["cumulative_samples"])
+        return r
+
+
+def _initial_round(llm, run: _RunState, executor: Any) -> None:
+    """Round 0: n=sample_num completions per prompt in ONE call (prefix caching shares the prompt's KV)."""
+    cfg, queries = run.cfg, run.queries
+    start = time.perf_counter()
+    gen = generate(llm, [prompts.student_prompt(q.question) for q in queries],
+                   sampling_params(cfg.sample_num, cfg.temperature, cfg.top_p, cfg.max_new_tokens))
+    flat_q = [q for q, texts in zip(queries, gen.texts) for _ in texts]
+    flat_r = [t for texts in gen.texts for t in texts]
+    for q, resp, g in zip(flat_q, flat_r, _grade(flat_r, flat_q, run.dataset, cfg.mode, executor, cfg.grader)):
+        q.add(resp, g.pred_value, g.correct, INITIAL, 0)
+    run.record_round(0, len(queries), len(flat_r), {id(q): t for q, t in zip(queries, gen.tokens)},
+                     time.perf_counter() - start, gen.seconds)
+    run.before = _snapshot(queries, False)
+
+
+def _resample_round(llm, run: _RunState, strategy, ctx: StrategyContext, round_: int, active: list[QueryState],
+                    executor: Any) -> int:
+    """One guided (or unguided) round over the ``active`` queries; returns the tokens it generated."""
+    cfg = run.cfg
+    start = time.perf_counter()
+    ctx.round = round_
+    try:
+        requests: list[Request] = strategy.requests(active, ctx)
+    except TeacherError as err:
+        run.stats["aborted"] = f"round {round_}: {err}"
+        raise SamplingAborted(f"{run.dataset}: teacher failed in resampling round {round_}: {err}. "
+                              f"Results of rounds 0..{round_ - 1} are kept.", run.finish()) from err
+    gen = generate(llm, [r.prompt for r in requests],
+                   sampling_params(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens))
+    responses = [r.prefix + texts[0] for r, texts in zip(requests, gen.texts)]
+    grades = _grade(responses, [r.query for r in requests], run.dataset, cfg.mode, executor, cfg.grader)
+    for req, resp, g in zip(requests, responses, grades):
+        req.query.add(resp, g.pred_value, g.correct, req.strategy, round_)
+        if req.exchange is not None:
+            req.query.history.append({**req.exchange, "revision": resp, "pred_value": g.pred_value,
+                                      "correct": g.correct})
+    run.record_round(round_, len(requests), len(responses), {id(r.query): t for r, t in zip(requests, gen.tokens)},
+                     time.perf_counter() - start, gen.seconds)
+    return gen.generated_tokens
+
+
 def run_sampling(llm, records: list[dict], dataset: str, cfg: SamplingConfig, teacher=None,
-                 engine_start_seconds: float | None = None,
-                 on_round_end: Callable[[dict[str, Any]], None] | None = None,
-                 initial: SamplingRun | None = None, token_budget: int | None = None) -> SamplingRun:
+                 engine_start_seconds: float | None = None, initial: SamplingRun | None = None,
+                 token_budget: int | None = None) -> SamplingRun:
     """Sample, grade and resample ``records`` (a pool in the train schema) with ``cfg.strategy``.
 
-    ``teacher``: a :class:`src.sampling.teacher.TeacherClient` (teacher_help only). ``on_round_end`` gets each
-    round's stats after it is counted. ``initial``: start from that run's initial samples instead of drawing
-    new ones (``records`` is then ignored), so several strategies can share one initial round.
-    ``token_budget``: also stop once the resampling rounds generated at least this many tokens. Raises
-    :class:`SamplingAborted` (with the results so far) when the teacher fails for good.
+    ``teacher``: a :class:`src.sampling.teacher.TeacherClient` (teacher_help only). ``initial``: start from that
+    run's initial samples instead of drawing new ones (``records`` is then ignored), so several strategies can
+    share one initial round. ``token_budget``: also stop once the resampling rounds generated at least this many
+    tokens. Raises :class:`SamplingAborted` (with the results so far) when the teacher fails for good.
     """
     from src.grading import PotExecutor
 
     spec = get_dataset(dataset)
     strategy = get_strategy(cfg.strategy)
-    interactive = strategy.name == "teacher_help"
     if initial is not None:
         queries = [QueryState.from_result(item) for item in initial.before_resample]
     else:
         queries = [QueryState(dict(r)) for r in records]
     ctx = StrategyContext(reset_cut=spec.reset_cut, teacher=teacher,
                           tokenizer=llm.get_tokenizer() if strategy.name == "state_reset" else None)
-    rounds: list[dict[str, Any]] = []
     stats: dict[str, Any] = {
         "dataset": dataset, "strategy": strategy.name, "mode": cfg.mode, "sample_num": cfg.sample_num,
         "min_correct_num": cfg.min_correct_num, "max_resample_num": cfg.max_resample_num,
         "n_queries": len(queries), "engine_start_seconds": engine_start_seconds, "config": asdict(cfg),
-        "token_budget": token_budget, "rounds": rounds,
+        "token_budget": token_budget, "rounds": [],
     }
-    before: list[dict[str, Any]] = []
-
-    def finish() -> SamplingRun:
-        return SamplingRun(dataset, _snapshot(queries, interactive), before,
-                           [item for q in queries for item in q.training_items()], stats)
-
-    def record_round(round_: int, n_prompts: int, n_samples: int, tokens: dict[int, int], wall: float,
-                     gen: float) -> None:
-        rounds.append(_round_stats(queries, cfg, round_, n_prompts, n_samples, tokens, wall, gen,
-                                   rounds[-1] if rounds else None))
-        r = rounds[-1]
-        log.info("%s %s round %d: %d prompts, coverage %.3f (%d/%d), below %d: %d, histogram %s, samples %d",
-                 dataset, strategy.name, round_, n_prompts, r["coverage"], r["covered"], len(queries),
-                 cfg.min_correct_num, r["below_min_correct"], r["correct_count_histogram"],
-                 r["cumulative_samples"])
-        if on_round_end is not None:
-            on_round_end(r)
-
+    run = _RunState(dataset, strategy.name, cfg, queries, stats)
     # PoT programs run in one sandbox pool for the whole run (starting a pool per round would cost seconds).
     pool = PotExecutor(workers=cfg.pot_workers) if cfg.mode == "pot" else contextlib.nullcontext()
     with pool as executor:
         if initial is not None:
-            rounds.append(dict(initial.stats["rounds"][0]))
-            before = initial.before_resample
+            run.rounds.append(dict(initial.stats["rounds"][0]))
+            run.before = initial.before_resample
         else:
-            # Round 0: n=sample_num completions per prompt in ONE call (prefix caching shares the prompt's KV).
-            start = time.perf_counter()
-            gen = generate(llm, [prompts.student_prompt(q.question) for q in queries],
-                           sampling_params(cfg.sample_num, cfg.temperature, cfg.top_p, cfg.max_new_tokens))
-            flat_q = [q for q, texts in zip(queries, gen.texts) for _ in texts]
-            flat_r = [t for texts in gen.texts for t in texts]
-            for q, resp, g in zip(flat_q, flat_r, _grade(flat_r, flat_q, dataset, cfg.mode, executor, cfg.grader)):
-                q.add(resp, g.pred_value, g.correct, INITIAL, 0)
-            record_round(0, len(queries), len(flat_r), {id(q): t for q, t in zip(queries, gen.tokens)},
-                         time.perf_counter() - start, gen.seconds)
-            before = _snapshot(queries, False)
-
-        params = sampling_params(1, cfg.temperature, cfg.top_p, cfg.max_new_tokens)
+            _initial_round(llm, run, executor)
         spent = 0  # tokens generated by the resampling rounds
-        bar = tqdm(total=cfg.max_resample_num, desc=f"{dataset} {strategy.name}", disable=not cfg.progress,
-                   unit="round")
-        try:
+        with tqdm(total=cfg.max_resample_num, desc=f"{dataset} {strategy.name}", disable=not cfg.progress,
+                  unit="round") as bar:
             for round_ in range(1, cfg.max_resample_num + 1):
                 active = [q for q in queries if q.n_correct < cfg.min_correct_num]
-                if not active:
-                    break  # every query has min_correct_num correct samples: stop early
-                if token_budget is not None and spent >= token_budget:
-                    break
-                start = time.perf_counter()
-                ctx.round = round_
-                try:
-                    requests: list[Request] = strategy.requests(active, ctx)
-                except TeacherError as err:
-                    stats["aborted"] = f"round {round_}: {err}"
-                    raise SamplingAborted(
-                        f"{dataset}: teacher failed in resampling round {round_}: {err}. "
-                        f"Results of rounds 0..{round_ - 1} are kept.", finish()) from err
-                gen = generate(llm, [r.prompt for r in requests], params)
-                responses = [r.prefix + texts[0] for r, texts in zip(requests, gen.texts)]
-                grades = _grade(responses, [r.query for r in requests], dataset, cfg.mode, executor, cfg.grader)
-                for req, resp, g in zip(requests, responses, grades):
-                    req.query.add(resp, g.pred_value, g.correct, req.strategy, round_)
-                    if req.exchange is not None:
-                        req.query.history.append({**req.exchange, "revision": resp, "pred_value": g.pred_value,
-                                                  "correct": g.correct})
-                spent += gen.generated_tokens
-                record_round(round_, len(requests), len(responses),
-                             {id(r.query): t for r, t in zip(requests, gen.tokens)}, time.perf_counter() - start,
-                             gen.seconds)
+                if not active or (token_budget is not None and spent >= token_budget):
+                    break  # every query has min_correct_num correct samples, or the budget is spent
+                spent += _resample_round(llm, run, strategy, ctx, round_, active, executor)
                 bar.update(1)
-                bar.set_postfix(coverage=f"{rounds[-1]['coverage']:.3f}", below=rounds[-1]["below_min_correct"])
-        finally:
-            bar.close()
-    return finish()
+                bar.set_postfix(coverage=f"{run.rounds[-1]['coverage']:.3f}", below=run.rounds[-1]["below_min_correct"])
+    return run.finish()
 
 
 def write_sampling_outputs(run: SamplingRun, results_path: str | Path) -> dict[str, Path]:

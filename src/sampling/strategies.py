@@ -12,7 +12,7 @@ Adding a strategy: subclass :class:`Strategy`, register it in :data:`STRATEGIES`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from src import prompts
@@ -41,7 +41,6 @@ class StrategyContext:
     tokenizer: Any = None  # the STUDENT's tokenizer (llm.get_tokenizer()), for token-fraction cuts
     teacher: Any = None  # src.sampling.teacher.TeacherClient, for teacher_help
     round: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Strategy:
