@@ -28,6 +28,9 @@ class DatasetSpec:
     reset_cut: ResetCut
     held_out: bool  # True for the held-out evaluation sets (never sampled from in the paper)
     description: str = ""
+    # The process check also compares a rationale with its gold chain step by step (src.synthetic): only a world
+    # whose gold rationales are complete calculator chains can afford that.
+    checks_gold_chain: bool = False
 
     def test_file(self, data_dir: str | Path = "data") -> Path:
         return Path(data_dir) / "test" / f"{self.file_stem}.json"
@@ -43,11 +46,10 @@ _SPECS = [
     DatasetSpec("mathqa", "mathqa", "choice_lower", "token_fraction", True, "MathQA, options a-e"),
     DatasetSpec("svamp", "svamp", "number", "lines", True, "SVAMP word problems"),
     DatasetSpec("theoremqa", "theoremqa", "theoremqa", "token_fraction", True, "TheoremQA"),
-    DatasetSpec("synthetic", "synthetic", "number", "lines", False, "embedded synthetic world, held-in"),
-    DatasetSpec(
-        "synthetic_heldout", "synthetic_heldout", "number", "lines", True,
-        "embedded synthetic world, held-out templates",
-    ),
+    DatasetSpec("synthetic", "synthetic", "number", "lines", False, "embedded synthetic world, held-in",
+                checks_gold_chain=True),
+    DatasetSpec("synthetic_heldout", "synthetic_heldout", "number", "lines", True,
+                "embedded synthetic world, held-out templates", checks_gold_chain=True),
 ]
 
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}

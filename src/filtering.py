@@ -409,7 +409,7 @@ def _rejection(sample: str, item: dict, sset: SampledSet, cfg: FilterConfig) -> 
     if cfg.check_mode == "original":
         return check_annotations_original(sample)
     why = check_annotations(sample, item["question"])
-    if why is None and sset.dataset is not None and sset.dataset.startswith("synthetic"):
+    if why is None and sset.dataset is not None and get_dataset(sset.dataset).checks_gold_chain:
         why = check_synthetic_rationale(item["question"], item["answer_cot"], sample)
     return why
 

@@ -43,7 +43,9 @@ def _reason(why: str) -> str:
 
 
 def _is_synthetic(dataset: str) -> bool:
-    return dataset.startswith("synthetic")
+    from src.datasets import get_dataset
+
+    return get_dataset(dataset).checks_gold_chain
 
 
 def _final_grade(item: dict, attempt: str, dataset: str):
