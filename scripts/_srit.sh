@@ -77,7 +77,8 @@ gsi_srit_dpo_stage() {
         --model_name_or_path "$start" --train_file "$pairs" --model_dir "$out" --beta "$DPO_BETA" \
         --learning_rate "$DPO_LR" --per_device_train_batch_size "$DPO_BATCH" --gradient_accumulation_steps "$ga" \
         --num_train_epochs "$DPO_EPOCHS" --max_length "$MAX_INPUT_LENGTH" --seed "$SEED" \
-        --gradient_checkpointing "$GRADIENT_CHECKPOINTING" --disable_tqdm true $DPO_EXTRA_ARGS
+        --gradient_checkpointing "$GRADIENT_CHECKPOINTING" --torch_dtype "$TORCH_DTYPE" --disable_tqdm true \
+        $DPO_EXTRA_ARGS
 }
 
 # Phase 1: demonstrations, instruction tuning of MODEL_PATH on them (train.py), evaluation.

@@ -50,6 +50,10 @@ class DPORunConfig:
     model_dir: str = field(metadata={"help": "output folder: model/ (untied HF checkpoint) and train_log.json"})
     ref_model_name_or_path: str | None = field(default=None, metadata={
         "help": "frozen reference model (default: --model_name_or_path); its tokenizer must be the policy's"})
+    torch_dtype: str = field(default="auto", metadata={
+        "help": "dtype the weights are loaded in: auto (bfloat16 under DeepSpeed with --bf16, as train.py: 8 processes "
+                "share one bf16 copy in host memory; else float32), float32, bfloat16",
+        "choices": ["auto", "float32", "bfloat16"]})
 
 
 def dpo_defaults() -> dict[str, Any]:
@@ -110,15 +114,26 @@ def filter_pairs(pairs: list[dict], tokenizer, max_length: int | None, source: s
 
 def prepare(run: DPORunConfig, args) -> tuple[list[dict], Any]:
     """Every check that needs no model: pairs, tokenizers, length filter. Returns (pairs, policy tokenizer)."""
+    import torch
+
     pairs = load_pairs(run.train_file)
     tokenizer = _tokenizer(run.model_name_or_path, "--model_name_or_path")
     if run.ref_model_name_or_path and Path(run.ref_model_name_or_path) != Path(run.model_name_or_path):
         check_reference_tokenizer(tokenizer, run.ref_model_name_or_path)
-    import torch
-
     if args.bf16 and not torch.cuda.is_available():
         raise UsageError("--bf16 true needs a GPU (CPU runs are fp32)")
     return filter_pairs(pairs, tokenizer, args.max_length, run.train_file), tokenizer
+
+
+def load_dtype(run: DPORunConfig, args):
+    """``--torch_dtype`` resolved (the rule of src.training.load_dtype, read before the trainer's accelerator exists:
+    accelerate launch exports ACCELERATE_USE_DEEPSPEED)."""
+    import torch
+
+    if run.torch_dtype != "auto":
+        return getattr(torch, run.torch_dtype)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+    return torch.bfloat16 if deepspeed and args.bf16 else torch.float32
 
 
 def _step_log(history: list[dict]) -> list[dict]:
@@ -146,7 +161,6 @@ def run_dpo(run: DPORunConfig, args) -> Path:
     t_start = time.time()
     pairs, tokenizer = prepare(run, args)  # bad input fails here: no model loaded, nothing written
 
-    import torch
     from transformers import AutoModelForCausalLM
     from trl import DPOTrainer
 
@@ -154,10 +168,11 @@ def run_dpo(run: DPORunConfig, args) -> Path:
 
     model_dir = Path(run.model_dir)
     args.output_dir = str(model_dir)  # the trainer saves nothing there (save_strategy "no")
-    model = AutoModelForCausalLM.from_pretrained(run.model_name_or_path, dtype=torch.float32)
+    dtype = load_dtype(run, args)
+    model = AutoModelForCausalLM.from_pretrained(run.model_name_or_path, dtype=dtype)
     ref_model = None
     if run.ref_model_name_or_path and Path(run.ref_model_name_or_path) != Path(run.model_name_or_path):
-        ref_model = AutoModelForCausalLM.from_pretrained(run.ref_model_name_or_path, dtype=torch.float32)
+        ref_model = AutoModelForCausalLM.from_pretrained(run.ref_model_name_or_path, dtype=dtype)
     data = _shared_dataset(pairs, model_dir / "dpo_data")
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=data, processing_class=tokenizer)
     if args.precompute_ref_log_probs:
@@ -177,6 +192,7 @@ def run_dpo(run: DPORunConfig, args) -> Path:
                           "total_steps": trainer.state.max_steps},
             "config": {"run": vars(run), "beta": args.beta, "loss_type": list(args.loss_type),
                        "learning_rate": args.learning_rate, "seed": args.seed, "max_length": args.max_length,
-                       "precompute_ref_log_probs": args.precompute_ref_log_probs, "bf16": args.bf16},
+                       "precompute_ref_log_probs": args.precompute_ref_log_probs, "bf16": args.bf16,
+                       "load_dtype": str(dtype)},
             "wall_seconds": round(time.time() - t_start, 3)})
     return out
