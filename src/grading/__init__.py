@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from src.datasets import get_dataset
 from src.grading.compare import (
@@ -78,17 +80,10 @@ class GradeResult:
 
 def extract_answer(response: str, dataset: str, mode: str = "cot", options=None) -> str:
     """The final answer in a CoT response (``mode="cot"``) or in a program's printed output (``mode="pot"``)."""
-    fmt = get_dataset(dataset).answer_format
     from_program = mode == "pot"
     if not from_program:
         response = drop_runaway(response)  # README "Grading": an answer, then a new question, reads the first
-    if fmt == "number":
-        return extract_number(response, from_program)
-    if fmt == "math":
-        return extract_math(response, from_program)
-    if fmt in ("choice_upper", "choice_lower"):
-        return extract_choice(response, options, from_program)
-    return extract_theoremqa(response, from_program)
+    return _format(dataset).extract(response, options, from_program)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -187,15 +182,32 @@ def _symbolic_value(expr: str) -> float | None:
     return get_checker().value(expr) if len(expr) <= MAX_SYMBOLIC_CHARS else None
 
 
-_COMPARE = {"number": _equal_number, "math": _equal_math, "choice_upper": _equal_choice,
-            "choice_lower": _equal_choice, "theoremqa": _equal_theoremqa}
+@dataclass(frozen=True)
+class AnswerFormat:
+    """How one ``answer_format`` of the dataset registry is read and compared: the one dispatch table."""
+
+    extract: Callable[[str, Any, bool], str]  # (response, options, from_program) -> answer ("" when none)
+    compare: Callable[[str, str], tuple[bool, str]]  # (pred, gold) -> (correct, status)
+
+
+ANSWER_FORMATS: dict[str, AnswerFormat] = {
+    "number": AnswerFormat(lambda r, _o, prog: extract_number(r, prog), _equal_number),
+    "math": AnswerFormat(lambda r, _o, prog: extract_math(r, prog), _equal_math),
+    "choice_upper": AnswerFormat(extract_choice, _equal_choice),
+    "choice_lower": AnswerFormat(extract_choice, _equal_choice),
+    "theoremqa": AnswerFormat(lambda r, _o, prog: extract_theoremqa(r, prog), _equal_theoremqa),
+}
+
+
+def _format(dataset: str) -> AnswerFormat:
+    return ANSWER_FORMATS[get_dataset(dataset).answer_format]
 
 
 def compare_answers(pred: str, gold: str, dataset: str) -> tuple[bool, str]:
     """``(correct, status)`` of an extracted prediction against the gold ``answer_value``."""
     if not pred or not pred.strip() or not str(gold).strip():
         return False, "no_answer" if not pred or not pred.strip() else "ok"
-    return _COMPARE[get_dataset(dataset).answer_format](pred, str(gold))
+    return _format(dataset).compare(pred, str(gold))
 
 
 def answers_equal(pred: str, gold: str, dataset: str) -> bool:
