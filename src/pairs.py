@@ -141,6 +141,10 @@ def generate_pairs(cfg) -> PairCounts:
 
     if cfg.pair_mode not in PAIR_MODES:
         raise RecordError(f"--pair_mode must be one of {', '.join(PAIR_MODES)}, got {cfg.pair_mode!r}")
+    sft_only = [f"--{name}" for name in ("include_original_data", "include_pre_iter_data", "check_result")
+                if getattr(cfg, name, False)]
+    if sft_only:  # flags of the SFT data that have no meaning for pairs: refuse rather than ignore them
+        raise RecordError(f"--format dpo does not take {', '.join(sft_only)}")
     if cfg.max_pairs_per_question < 1:
         raise RecordError(f"--max_pairs_per_question must be >= 1, got {cfg.max_pairs_per_question}")
     sampled = load_sampled(cfg.cur_sampled_data_path, cfg.dataset_name)

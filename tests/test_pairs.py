@@ -114,7 +114,8 @@ def test_zero_pairs_is_one_line_exit_2_and_nothing_written(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("flags, message", [(["--pair_mode", "both"], "invalid choice"),
-                                            (["--max_pairs_per_question", "0"], "must be >= 1")])
+                                            (["--max_pairs_per_question", "0"], "must be >= 1"),
+                                            (["--check_result", "true"], "does not take --check_result")])
 def test_bad_pair_flags_are_one_line_exit_2(tmp_path, capsys, flags, message):
     sampled = write_results(tmp_path / "sampled", [result_item(0, MIXED4)])
     status = generate_main(["--cur_sampled_data_path", str(sampled), "--next_iter_data_path",
