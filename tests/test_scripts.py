@@ -28,13 +28,14 @@ IWSI = [SCRIPTS / "llama3" / "cot_train_iwsi.sh", SCRIPTS / "llama3" / "pot_trai
         SCRIPTS / "tiny" / "cot_train_iwsi.sh"]  # the IWSI method (scripts/_iwsi.sh; tests/test_iwsi.py)
 SRIT = [SCRIPTS / "llama3" / "cot_train_srit.sh", SCRIPTS / "llama3" / "srit_phase1.sh",
         SCRIPTS / "tiny" / "cot_train_srit.sh", SCRIPTS / "tiny" / "srit_phase1.sh"]  # scripts/_srit.sh; test_dpo.py
+TRIPOST = [SCRIPTS / "llama3" / "cot_train_tripost.sh", SCRIPTS / "tiny" / "cot_train_tripost.sh"]  # test_tripost.py
 
 
 def test_the_original_script_names_exist_and_nothing_else():
-    assert sorted(SCRIPTS.glob("llama3/*.sh")) == sorted(LLAMA3 + IWSI[:2] + SRIT[:2])
-    assert sorted(SCRIPTS.glob("tiny/*.sh")) == sorted(TINY + IWSI[2:] + SRIT[2:])
+    assert sorted(SCRIPTS.glob("llama3/*.sh")) == sorted(LLAMA3 + IWSI[:2] + SRIT[:2] + TRIPOST[:1])
+    assert sorted(SCRIPTS.glob("tiny/*.sh")) == sorted(TINY + IWSI[2:] + SRIT[2:] + TRIPOST[1:])
     assert {p.name for p in SCRIPTS.glob("*.sh")} == {"_common.sh", "_template.sh", "_template_inference.sh",
-                                                      "_iwsi.sh", "_srit.sh"}
+                                                      "_iwsi.sh", "_srit.sh", "_tripost.sh"}
 
 
 @pytest.mark.parametrize("script", ALL, ids=lambda p: str(p.relative_to(SCRIPTS)))

@@ -306,3 +306,45 @@ def test_train_refuses_records_without_the_feedback_marker(tmp_path, tiny_model_
     assert not (tmp_path / "run").exists()
     rc = train_main([*args[:-1], "-1"])
     assert rc == 2 and "--section_weight must be >= 0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ scripts
+@pytest.mark.parametrize("profile", ["tiny", "llama3"])
+def test_script_stages_are_accepted_by_the_real_parsers(profile, tmp_path):
+    import os
+    import shlex
+    import subprocess
+
+    from transformers import HfArgumentParser
+
+    from src.evaluation import EvalConfig
+    from src.filtering import GenerateConfig
+    from src.sampling.teacher import TeacherConfig
+    from src.training import TrainConfig
+
+    env = {**os.environ, "DRY_RUN": "1", "OUTPUT_DIR": str(tmp_path), "GPU_IDS": "0 1 2 3 4 5 6 7",
+           "TRIPOST_VERIFIER": "teacher"}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / profile / "cot_train_tripost.sh")], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    stages = [line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith("[dry-run] ")]
+    names = [name[len("[dry-run] "):] for name, _ in stages]
+    assert names[-15:] == ["sample", "edit", "generate", "train", "eval"] * 3  # 3 TriPosT iterations
+    parsers = {"edit_trajectories.py": [EditConfig, TeacherConfig], "generate_train_data.py": [GenerateConfig],
+               "train.py": [TrainConfig], "eval.py": [EvalConfig]}
+    seen: dict[str, list] = {}
+    for _, command in stages:
+        argv = shlex.split(command)
+        script = next((a for a in argv if a in parsers), None)
+        if script:
+            parsed = HfArgumentParser(parsers[script]).parse_args_into_dataclasses(argv[argv.index(script) + 1:])
+            seen.setdefault(script, []).append(parsed[0])
+    assert [c.section_weight for c in seen["train.py"]] == [1.0, 1.5, 1.5, 1.5]
+    assert [c.model_name_or_path.endswith(f"iter_{i}/model") for i, c in enumerate(seen["train.py"][1:])] == \
+        [True] * 3  # each TriPosT iteration continues from the previous model
+    assert [c.self_improve_rounds for c in seen["eval.py"]] == [0, 2, 2, 2]
+    assert {(c.verifier, c.improver, c.max_updates) for c in seen["edit_trajectories.py"]} == \
+        {("teacher", "scripted", 5)}
+    assert {(c.format, c.improve_ratio) for c in seen["generate_train_data.py"]} == {("tripost", 1.5)}
+    if profile == "llama3":
+        assert {(c.n_epochs, c.learning_rate) for c in seen["train.py"][1:]} == {(4, 1e-6)}
