@@ -138,9 +138,10 @@ class TeacherVerifier:
                 self.unparsable.append((item["item_id"], reply))
                 out.append(None)
                 continue
-            if parsed.correct and not _final_grade(item, attempt, self.dataset).correct:
-                out.append(Verdict(False, n, format_feedback(n, n, _segment(split_steps(attempt)[-1] if n else ""),
-                                                             "the final answer is not correct")))
+            if parsed.correct and not _final_grade(item, attempt, self.dataset).correct:  # blame the final response
+                last = split_steps(attempt)[-1] if n else ""
+                out.append(Verdict(False, max(n, 1), format_feedback(n, max(n, 1), _segment(last),
+                                                                     "the final answer is not correct")))
                 continue
             text = format_feedback(n) if parsed.correct else format_feedback(n, parsed.step, parsed.segment,
                                                                              parsed.reason or "it is wrong")
