@@ -184,6 +184,36 @@ def test_no_progress_keeps_only_the_attempt_and_its_first_feedback(tmp_path, poo
     assert stats["status"]["not_fixed"] == 1 and stats["kept"] == 0
 
 
+def test_a_rerun_after_a_kill_redoes_only_the_unfinished_windows(tmp_path, pool):
+    from src.tripost.improve import ScriptedImprover
+    from src.tripost.verify import ProcessVerifier
+
+    class Counting(ProcessVerifier):
+        def __init__(self):
+            super().__init__("synthetic")
+            self.asked: set[str] = set()
+
+        def verify_many(self, pairs):
+            self.asked |= {item["item_id"] for item, _ in pairs}
+            return super().verify_many(pairs)
+
+    src = sampling_results(tmp_path, pool[:4], [[corrupt(r["answer_cot"], 1)] for r in pool[:4]])
+    cfg = EditConfig(cur_sampled_data_path=[str(src)], output_path=str(tmp_path / "t"), window_size=1)
+    run_edit(cfg)
+    whole = (tmp_path / "t" / "trajectories.json").read_text()
+    # a kill -9 after window 3's trajectories were written but before its state: the state says 2 windows
+    state = json.loads((tmp_path / "t" / "edit_state.json").read_text())
+    write_json(tmp_path / "t" / "edit_state.json", {**state, "windows_done": 2})
+    verifier = Counting()
+    stats = run_edit(cfg, workers=({"synthetic": verifier}, ScriptedImprover()))
+    assert verifier.asked == {pool[2]["item_id"], pool[3]["item_id"]}
+    assert stats["complete"] and (tmp_path / "t" / "trajectories.json").read_text() == whole
+    cfg.max_updates = 1  # another setting: nothing is reused
+    verifier = Counting()
+    run_edit(cfg, workers=({"synthetic": verifier}, ScriptedImprover()))
+    assert len(verifier.asked) == 4
+
+
 # ------------------------------------------------------------------------------------------------ teacher
 class StubTeacher(BaseHTTPRequestHandler):
     """An OpenAI-compatible endpoint: model list, and chat replies from ``server.replies`` (500 once empty)."""
