@@ -90,7 +90,6 @@ def evaluate_dataset(llm, records: list[dict], dataset: str, mode: str = "cot", 
     responses = [texts[0] for texts in gen.texts]
     all_grades = grade_both(responses, records, spec.name, mode, executor)
     items: list[dict] = []
-    by_level: dict[str, dict[str, Any]] = {}
     for i, (rec, response, grade) in enumerate(zip(records, responses, all_grades[grader])):
         item = {"item_id": rec["item_id"], "question": rec["question"], "answer_value": rec["answer_value"]}
         if rec.get("level") is not None:
@@ -100,21 +99,31 @@ def evaluate_dataset(llm, records: list[dict], dataset: str, mode: str = "cot", 
                     by_grader={g: {"pred_value": gs[i].pred_value, "correct": gs[i].correct}
                                for g, gs in all_grades.items()})
         items.append(item)
-        key = _level_key(rec)
+    summary = item_metrics(items, grader)
+    metrics = {**{k: summary[k] for k in ("n", "correct", "accuracy", "grader", "accuracy_by_grader")},
+               "generated_tokens": gen.generated_tokens, "seconds": round(time.perf_counter() - start, 3),
+               "generate_seconds": round(gen.seconds, 3), "by_level": summary["by_level"]}
+    return items, metrics
+
+
+def item_metrics(items: list[dict], grader: str) -> dict:
+    """The counts of graded ``_res.json`` items (n, correct, accuracy, accuracy_by_grader, by_level): computed
+    here for one run and for the merge of a sharded one (src/shards.py), so the two cannot differ."""
+    by_level: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key = _level_key(item)
         if key is not None:
             bucket = by_level.setdefault(key, {"n": 0, "correct": 0})
             bucket["n"] += 1
-            bucket["correct"] += int(grade.correct)
+            bucket["correct"] += int(item["correct"])
     for bucket in by_level.values():
         bucket["accuracy"] = bucket["correct"] / bucket["n"]
     n_correct = sum(item["correct"] for item in items)
-    metrics = {"n": len(items), "correct": n_correct, "accuracy": n_correct / len(items) if items else 0.0,
-               "grader": grader, "accuracy_by_grader": {
-                   g: sum(x.correct for x in gs) / len(items) if items else 0.0 for g, gs in all_grades.items()},
-               "generated_tokens": gen.generated_tokens, "seconds": round(time.perf_counter() - start, 3),
-               "generate_seconds": round(gen.seconds, 3),
-               "by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))}
-    return items, metrics
+    return {"n": len(items), "correct": n_correct, "accuracy": n_correct / len(items) if items else 0.0,
+            "grader": grader, "accuracy_by_grader": {
+                g: sum(item["by_grader"][g]["correct"] for item in items) / len(items) if items else 0.0
+                for g in GRADERS},
+            "by_level": dict(sorted(by_level.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0))}
 
 
 def load_eval_sets(names: list[str], files: list[str]) -> list[tuple[str, list[dict]]]:
@@ -143,11 +152,15 @@ def model_positions(model_dir: str | Path) -> int | None:
     return json.loads(config.read_text(encoding="utf-8")).get("max_position_embeddings")
 
 
-def run_eval(cfg: EvalConfig) -> dict:
-    """Evaluate every data set with one engine; write ``<dataset>_res.json`` + ``metrics.json``; return metrics."""
+def run_eval(cfg: EvalConfig, select: Any = None) -> dict:
+    """Evaluate every data set with one engine; write ``<dataset>_res.json`` + ``metrics.json``; return metrics.
+
+    ``select(records) -> records``: evaluate only those (one shard's items, src/shards.py)."""
     from src.engine import EngineConfig, build_llm
 
     sets = load_eval_sets(cfg.dataset_name, cfg.eval_data_file)  # before the engine: fail in seconds
+    if select is not None:
+        sets = [(name, select(records)) for name, records in sets]
     if cfg.self_improve_rounds < 0 or (cfg.self_improve_rounds > 0 and cfg.mode != "cot"):
         raise RecordError(f"--self_improve_rounds must be >= 0 and needs --mode cot, got {cfg.self_improve_rounds} "
                           f"with --mode {cfg.mode}")

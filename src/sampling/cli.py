@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from src import engine
@@ -36,6 +36,7 @@ from src.engine import EngineConfig
 from src.records import load_records
 from src.sampling.loop import SamplingAborted, SamplingConfig, SamplingRun, run_sampling, write_sampling_outputs
 from src.sampling.teacher import TeacherClient, TeacherConfig, TeacherError
+from src.shards import SAMPLING, ShardArguments, write_manifest
 
 log = logging.getLogger("src.sampling")
 
@@ -120,24 +121,41 @@ def main(strategy: str, argv: list[str] | None = None) -> int:
 
 
 def sample_from_command_line(strategy: str, argv: list[str] | None) -> int:
-    types = [DataArguments, SamplingConfig, EngineConfig] + ([TeacherConfig] if strategy == "teacher_help" else [])
-    data, cfg, engine_cfg, *rest = parse_args(
+    types = [DataArguments, SamplingConfig, EngineConfig, ShardArguments] + \
+        ([TeacherConfig] if strategy == "teacher_help" else [])
+    data, cfg, engine_cfg, shard, *rest = parse_args(
         types, argv, SCRIPTS[strategy], defaults={"strategy": strategy},
         description=f"GSI sampling with the {strategy} strategy (initial samples, then guided resampling rounds).")
     pools, teacher = check_sampling_args(strategy, data, cfg, engine_cfg, rest[0] if rest else None)
+    shard.check_pools({name: len(records) for name, records in pools})
     logging.basicConfig(level=data.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with output_lock(data.results_path):
+    results_path = shard.folder(data.results_path)  # <results_path>/shard_<k>_of_<N>/ when sharded (src/shards.py)
+    with output_lock(results_path):
+        shard.start(results_path)
         start = time.perf_counter()
         llm = engine.build_llm(engine_cfg)  # looked up at call time, so tests can forbid it
         engine_start = time.perf_counter() - start
         log.info("engine started in %.1f s", engine_start)
         for name, records in pools:
-            out = Path(data.results_path) / name if len(pools) > 1 else Path(data.results_path)
+            out = results_path / name if len(pools) > 1 else results_path
             try:
-                run = sample_and_save(llm, records, name, cfg, out, teacher, engine_start)
+                run = sample_and_save(llm, shard.select(records), name, cfg, out, teacher, engine_start)
             except SamplingAborted as err:
                 print(f"{SCRIPTS[strategy]}: error: {err}", file=sys.stderr)
                 return 1
-            log.info("%s: %d queries, coverage %.3f, %d training items -> %s", name, len(records),
+            log.info("%s: %d queries, coverage %.3f, %d training items -> %s", name, run.stats["n_queries"],
                      run.stats["rounds"][-1]["coverage"], len(run.resample_results), out)
+        write_manifest(results_path, SAMPLING, shard, engine_cfg.seed, sampling_settings(cfg, engine_cfg, rest),
+                       [(name, file, records) for (name, records), file in zip(pools, data.inference_data_file)],
+                       {name: name if len(pools) > 1 else "" for name, _ in pools})
     return 0
+
+
+def sampling_settings(cfg: SamplingConfig, engine_cfg: EngineConfig, teacher: list[TeacherConfig]) -> dict:
+    """What decides the samples (a shard with other values is foreign to the merge; endpoints may differ)."""
+    settings = {**{k: v for k, v in asdict(cfg).items() if k != "progress"},
+                **{f"engine.{k}": v for k, v in asdict(engine_cfg).items()}}
+    for t in teacher:
+        settings.update({k: getattr(t, k) for k in ("teacher_model", "teacher_temperature", "teacher_top_p",
+                                                   "teacher_max_tokens")})
+    return settings
