@@ -27,6 +27,7 @@ from src.cli import (
     parse_args,
     run_cli,
 )
+from src.fidelity import TRAIN_DEFAULTS
 from src.training import TrainConfig
 
 
@@ -53,7 +54,8 @@ def _is_main_process() -> bool:
 
 
 def run(argv: list[str] | None) -> None:
-    (cfg,) = parse_args([TrainConfig], argv, "train.py")
+    # an omitted flag takes the original train.py's default (src/fidelity.py); the scripts pass every value
+    (cfg,) = parse_args([TrainConfig], argv, "train.py", defaults=TRAIN_DEFAULTS)
     check_train_args(cfg)
     with output_lock(cfg.model_dir) if _is_main_process() else contextlib.nullcontext():
         out = training.train(cfg)

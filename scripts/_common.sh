@@ -145,6 +145,7 @@ fi
 : "${BATCH_SIZE:=4}"
 : "${GRAD_ACC:=1}"                    # the ga2 DeepSpeed config sets 2 itself (it wins over this flag)
 : "${LEARNING_RATE:=1e-5}"
+: "${WEIGHT_DECAY:=0}"                # the paper's 0 (train.py alone defaults to the original's 1e-6)
 : "${N_EPOCHS:=1}"
 : "${MAX_STEPS:=-1}"
 : "${WARMUP_STEP:=-1}"                # -1: 10% of the steps
@@ -177,7 +178,7 @@ export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR 
     GPU_IDS NUM_GPUS POT_WORKERS TEACHER_CONCURRENCY TEACHER_PREFLIGHT SAMPLE_GPUS TEACHER_GPUS TEACHER_TP TEACHER_GPU_MEM \
     SAVING_STEP_FREQ GRADIENT_CHECKPOINTING TORCH_DTYPE TRAIN_PROCS GLOBAL_BATCH MAIN_PROCESS_PORT \
     INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
-    LEARNING_RATE N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS TRAIN_TOKENIZE_ARGS \
+    LEARNING_RATE WEIGHT_DECAY N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS TRAIN_TOKENIZE_ARGS \
     DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE EVAL_EXTRA_ARGS
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -249,6 +250,7 @@ gsi_train_stage() {
     gsi_stage train "$ITER_DIR" "$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" "${launch[@]}" train.py \
         --model_name_or_path "$MODEL_PATH" --train_file "$TRAIN_FILE" --model_dir "$ITER_DIR" \
         --batch_size "$BATCH_SIZE" --gradient_accumulation_steps "$GRAD_ACC" --learning_rate "$LEARNING_RATE" \
+        --weight_decay "$WEIGHT_DECAY" \
         --n_epochs "$N_EPOCHS" --max_steps "$MAX_STEPS" --warmup_step "$WARMUP_STEP" \
         --lr_scheduler "$LR_SCHEDULER" --max_input_length "$MAX_INPUT_LENGTH" --keep_num_ckpt "$KEEP_NUM_CKPT" \
         --saving_step_freq "$SAVING_STEP_FREQ" --gradient_checkpointing "$GRADIENT_CHECKPOINTING" \
@@ -300,6 +302,30 @@ gsi_sample_stage() {
         --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" --progress false \
         "${teacher[@]}"
     gsi_teacher_down
+}
+
+# The original README's call of the sampling template, with its lower-case variables:
+#   python_script="inference_state_reset.py" model_path=M results_path=R temperature=0.7 dataset_name=gsm8k \
+#   min_correct_num=4 device_num=8 sample_num=8 max_resample_num=8 max_length=1024 inference_data_file=F \
+#   mode=cot log_file=L [teacher_model=T] bash ./scripts/_template_inference.sh
+# runs that script once with the original's flags, its output appended to log_file (the original retried a failed
+# run up to 10 times, appending to its result files; here results are replaced, so a rerun is the retry).
+gsi_original_inference() {
+    local -a teacher=()
+    if [[ -n "${teacher_model:-}" ]]; then teacher=(--teacher_model "$teacher_model"); fi
+    local -a cmd=("$PYTHON" "${python_script:?}" --model_name_or_path "${model_path:?}"
+        --results_path "${results_path:?}" --temperature "${temperature:?}" --dataset_name "${dataset_name:?}"
+        --min_correct_num "${min_correct_num:?}" --device_num "${device_num:?}" --sample_num "${sample_num:?}"
+        --max_resample_num "${max_resample_num:?}" --max_length "${max_length:?}"
+        --inference_data_file "${inference_data_file:?}" --mode "${mode:-cot}" "${teacher[@]}")
+    if [[ "$DRY_RUN" == 1 ]]; then
+        printf '[dry-run] sample:'
+        printf ' %q' "${cmd[@]}"
+        printf '\n'
+        return 0
+    fi
+    mkdir -p "$(dirname "${log_file:?}")"
+    "${cmd[@]}" >> "$log_file" 2>&1
 }
 
 gsi_generate_stage() {  # gsi_generate_stage I: inference_data of iteration I -> iter_data of I+1

@@ -8,4 +8,8 @@
 set -euo pipefail
 # shellcheck source=scripts/_common.sh
 source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/..}/scripts/_common.sh"
-gsi_sample_stage
+if [[ -n "${python_script:-}" ]]; then  # the original README's lower-case call (see gsi_original_inference)
+    gsi_original_inference
+else
+    gsi_sample_stage
+fi

@@ -73,6 +73,8 @@ class TrainConfig:
                                                              "WANDB_MODE says otherwise)"})
     wandb_project: str = field(default="gsi", metadata={"help": "W&B project"})
     wandb_run_name: str | None = field(default=None, metadata={"help": "W&B run name"})
+    engine: str = field(default="python", metadata={
+        "help": "the original's flag (its scripts pass 'nl'); accepted and unused, as in the original"})
     # --- additions (all optional) ---
     max_steps: int = field(default=-1, metadata={"help": "cap on optimizer steps (-1 = n_epochs of data)"})
     saving_step_freq: int = field(default=0, metadata={"help": "also save a checkpoint every N steps (0 = off)"})

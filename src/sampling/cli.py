@@ -33,6 +33,7 @@ from src.cli import (
 )
 from src.datasets import get_dataset
 from src.engine import EngineConfig
+from src.fidelity import SAMPLING_DEFAULTS
 from src.records import load_records
 from src.sampling.loop import SamplingAborted, SamplingConfig, SamplingRun, run_sampling, write_sampling_outputs
 from src.sampling.teacher import TeacherClient, TeacherConfig, TeacherError
@@ -124,7 +125,8 @@ def sample_from_command_line(strategy: str, argv: list[str] | None) -> int:
     types = [DataArguments, SamplingConfig, EngineConfig, ShardArguments] + \
         ([TeacherConfig] if strategy == "teacher_help" else [])
     data, cfg, engine_cfg, shard, *rest = parse_args(
-        types, argv, SCRIPTS[strategy], defaults={"strategy": strategy},
+        # an omitted flag takes the original inference*.py's default (src/fidelity.py)
+        types, argv, SCRIPTS[strategy], defaults={**SAMPLING_DEFAULTS, "strategy": strategy},
         description=f"GSI sampling with the {strategy} strategy (initial samples, then guided resampling rounds).")
     pools, teacher = check_sampling_args(strategy, data, cfg, engine_cfg, rest[0] if rest else None)
     shard.check_pools({name: len(records) for name, records in pools})
