@@ -195,6 +195,7 @@ def _missing_layers(layers: dict[str, bool]) -> str:
 def _freeze() -> None:
     """End of a helper's start-up: list the project's modules (for :func:`_forget_project`), freeze the heap."""
     _PROJECT_MODULES[:] = [name for name in sys.modules if name == "src" or name.startswith("src.")]
+    _PROJECT_PATHS.update(p for p in sys.path if p and os.path.realpath(p) == str(REPO_ROOT))
     # Pre-imported objects move to a permanent generation: a child's garbage collector then never touches
     # (and so never copies) the helper's ~100 MB heap.
     gc.collect()
@@ -295,7 +296,7 @@ def _landlock(workdir: str | None) -> bool:
     try:
         read = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR
         roots = {p: read for p in (*_READ_ROOTS, sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path)
-                 if p and os.path.exists(p) and os.path.realpath(p) != str(REPO_ROOT)}
+                 if p and p not in _PROJECT_PATHS and os.path.exists(p)}
         if workdir:
             roots[workdir] = handled
         for path, access in roots.items():
@@ -390,16 +391,16 @@ def _forget_project() -> None:
     on the import path (the program could otherwise import this module and make raw system calls)."""
     global _LIBC
     _LIBC = None
-    repo = str(REPO_ROOT)
-    sys.path[:] = [p for p in sys.path if p and os.path.realpath(p) != repo]
-    for path in [p for p in sys.path_importer_cache if os.path.realpath(p) == repo]:
-        del sys.path_importer_cache[path]
+    sys.path[:] = [p for p in sys.path if p and p not in _PROJECT_PATHS]
+    for path in _PROJECT_PATHS:
+        sys.path_importer_cache.pop(path, None)
     # Names listed by the helper and modules kept alive: walking sys.modules or freeing modules would touch (and so
     # copy) ~1,000 of the helper's pages per program.
     _UNIMPORTABLE.extend(sys.modules.pop(name) for name in _PROJECT_MODULES if name in sys.modules)
 
 
 _PROJECT_MODULES: list[str] = []  # the project's modules in the helper (listed once, at start-up)
+_PROJECT_PATHS: set[str] = set()  # sys.path entries that lead to the project (idem)
 _UNIMPORTABLE: list = []  # the same modules, in a child, after _forget_project
 
 
