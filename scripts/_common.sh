@@ -112,6 +112,10 @@ esac
 : "${MAX_MODEL_LEN:=4096}"            # prompt + response tokens per sequence in vLLM
 : "${DEVICE_NUM:=8}"                  # tensor-parallel GPUs of the vLLM stages
 : "${POT_WORKERS:=2}"                 # PoT: sandbox processes running the sampled programs (eval and sample)
+: "${NUM_SHARDS:=1}"                  # >1: sampling as NUM_SHARDS engines, merged (scripts/cluster/sample_shards.sh)
+: "${SHARDS_PER_NODE:=}"              # shards side by side on a node (empty: its GPUs / DEVICE_NUM)
+: "${SHARD_NODES:=1}"                 # >1: spread the shards over this many nodes of the allocation (srun)
+export NUM_SHARDS SHARDS_PER_NODE SHARD_NODES
 : "${TEACHER_MODEL:=}"                # teacher_help: model name served at TEACHER_BASE_URL
 : "${TEACHER_SERVE_PATH:=}"           # teacher_help: if set, serve this model folder locally for the stage
 : "${TEACHER_PORT:=8000}"             # port of the teacher served here (TEACHER_SERVE_PATH)
@@ -289,14 +293,23 @@ gsi_sample_stage() {
         fi
     fi
     STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/inference_data") STAGE_RESUMABLE=()
+    local results="$ITER_DIR/inference_data"
+    local -a shard_launch=()
+    if ((NUM_SHARDS > 1)); then  # finished shards survive a rerun of the stage; merged into inference_data
+        results="$ITER_DIR/inference_shards" STAGE_RESUMABLE=("$ITER_DIR/inference_shards")
+        shard_launch=(env "NUM_SHARDS=$NUM_SHARDS" "GPUS_PER_SHARD=${device_num[0]}" "SRUN_NODES=$SHARD_NODES"
+                      SKIP_FINISHED=1 "MERGE_OUT=$ITER_DIR/inference_data" bash scripts/cluster/sample_shards.sh)
+        if [[ -n "$SHARDS_PER_NODE" ]]; then shard_launch=("${shard_launch[@]:0:1}" "SHARDS_PER_NODE=$SHARDS_PER_NODE"
+                                                          "${shard_launch[@]:1}"); fi
+    fi
     if [[ "$STRATEGY" == teacher_help && -n "$TEACHER_SERVE_PATH" && "$DRY_RUN" != 1 ]] && ! "$PYTHON" -m \
             src.stages done --root "$EXP_DIR" --marker "$ITER_DIR/stages/sample.json" \
             --inputs "${STAGE_INPUTS[@]}" --outputs "${STAGE_OUTPUTS[@]}" > /dev/null; then
         gsi_teacher_up
     fi
-    gsi_stage sample "$ITER_DIR" "${gpus[@]}" "$PYTHON" "$script" --model_name_or_path "$ITER_DIR/model" \
-        --inference_data_file "${files[@]}" --dataset_name "${names[@]}" \
-        --results_path "$ITER_DIR/inference_data" --sample_num "$SAMPLE_NUM" \
+    gsi_stage sample "$ITER_DIR" "${gpus[@]}" "${shard_launch[@]}" "$PYTHON" "$script" \
+        --model_name_or_path "$ITER_DIR/model" --inference_data_file "${files[@]}" --dataset_name "${names[@]}" \
+        --results_path "$results" --sample_num "$SAMPLE_NUM" \
         --min_correct_num "$MIN_CORRECT_NUM" --max_resample_num "$MAX_RESAMPLE_NUM" \
         --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "${device_num[0]}" --mode "$MODE" \
         --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" --progress false \

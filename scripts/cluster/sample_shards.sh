@@ -18,7 +18,7 @@
 #   SHARDS_PER_NODE  shards this node runs at once; default: its GPUs / GPUS_PER_SHARD (1 without GPUs)
 #   NUM_NODES        nodes running shards; default SLURM_ARRAY_TASK_COUNT (a job array), else 1
 #   NODE_RANK        this node's number; default SLURM_ARRAY_TASK_ID, else 0 (node r runs the shards
-#                    r x SHARDS_PER_NODE ... (r + 1) x SHARDS_PER_NODE - 1)
+#                    r, r + NUM_NODES, ..., SHARDS_PER_NODE of them at a time)
 #   SRUN_NODES       N > 1: start this launcher on N nodes of the allocation with srun, then merge
 #   NUM_SHARDS       all shards; default SHARDS_PER_NODE x NUM_NODES
 #   SHARD_INDEX      run only this shard (a rerun)
@@ -78,34 +78,46 @@ fi
 first=$((NODE_RANK * SHARDS_PER_NODE))
 IFS='|' read -r -a binds <<< "$CPU_BINDS"
 
-# The shards this node runs: SHARD_INDEX alone, else SHARDS_PER_NODE of them from `first`.
+# The shards this node runs: SHARD_INDEX alone, else k = NODE_RANK, NODE_RANK + NUM_NODES, ... (one wave of
+# SHARDS_PER_NODE when NUM_SHARDS = SHARDS_PER_NODE x NUM_NODES; more shards run in further waves).
 if [[ -n "${SHARD_INDEX:-}" ]]; then local_shards=("$SHARD_INDEX"); else
     local_shards=()
-    for ((j = 0; j < SHARDS_PER_NODE && first + j < NUM_SHARDS; j++)); do local_shards+=($((first + j))); done
+    for ((k = NODE_RANK; k < NUM_SHARDS; k += NUM_NODES)); do local_shards+=("$k"); done
 fi
 mkdir -p "$results_path"
-pids=() shards=()
-for j in "${!local_shards[@]}"; do
-    k=${local_shards[j]}
-    dir="$results_path/shard_${k}_of_${NUM_SHARDS}"
-    if [[ "$SKIP_FINISHED" == 1 && -f "$dir/shard_manifest.json" ]]; then
-        echo "[shards] shard $k of $NUM_SHARDS finished before: kept" >&2
-        continue
-    fi
-    env_args=()
-    if ((${#gpus[@]} > 0)); then
-        group=("${gpus[@]:j * GPUS_PER_SHARD:GPUS_PER_SHARD}")
-        env_args=("CUDA_VISIBLE_DEVICES=$(IFS=,; echo "${group[*]}")")
-    elif [[ -n "${binds[j]:-}" ]]; then
-        env_args=("VLLM_CPU_OMP_THREADS_BIND=${binds[j]}")
-    fi
-    echo "[shards] shard $k of $NUM_SHARDS: ${env_args[*]:-all devices} -> $dir (log $dir.log)" >&2
-    env "${env_args[@]}" "${cmd[@]}" --num_shards "$NUM_SHARDS" --shard_index "$k" > "$dir.log" 2>&1 &
-    pids+=($!) shards+=("$k")
-done
 failed=()
-for i in "${!pids[@]}"; do
-    if ! wait "${pids[i]}"; then failed+=("${shards[i]}"); fi
+run_wave() {  # run_wave SHARD...: one shard per GPU group (or CPU_BINDS entry) side by side, then wait
+    local j k dir
+    local -a env_args group wave=("$@")
+    pids=() shards=()
+    for j in "${!wave[@]}"; do
+        k=${wave[j]}
+        dir="$results_path/shard_${k}_of_${NUM_SHARDS}"
+        env_args=()
+        if ((${#gpus[@]} > 0)); then
+            group=("${gpus[@]:j * GPUS_PER_SHARD:GPUS_PER_SHARD}")
+            env_args=("CUDA_VISIBLE_DEVICES=$(IFS=,; echo "${group[*]}")")
+        elif [[ -n "${binds[j]:-}" ]]; then
+            env_args=("VLLM_CPU_OMP_THREADS_BIND=${binds[j]}")
+        fi
+        echo "[shards] shard $k of $NUM_SHARDS: ${env_args[*]:-all devices} -> $dir (log $dir.log)" >&2
+        env "${env_args[@]}" "${cmd[@]}" --num_shards "$NUM_SHARDS" --shard_index "$k" > "$dir.log" 2>&1 &
+        pids+=($!) shards+=("$k")
+    done
+    for j in "${!pids[@]}"; do
+        if ! wait "${pids[j]}"; then failed+=("${shards[j]}"); fi
+    done
+}
+todo=()
+for k in "${local_shards[@]}"; do
+    if [[ "$SKIP_FINISHED" == 1 && -f "$results_path/shard_${k}_of_${NUM_SHARDS}/shard_manifest.json" ]]; then
+        echo "[shards] shard $k of $NUM_SHARDS finished before: kept" >&2
+    else
+        todo+=("$k")
+    fi
+done
+for ((w = 0; w < ${#todo[@]}; w += SHARDS_PER_NODE)); do
+    run_wave "${todo[@]:w:SHARDS_PER_NODE}"
 done
 if ((${#failed[@]} > 0)); then
     for k in "${failed[@]}"; do
