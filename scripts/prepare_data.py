@@ -1,4 +1,4 @@
-"""Build data/test, data/inference/{cot,pot} and data/train/{cot,pot}/mathinstruct.json from the Hugging Face Hub.
+"""Build data/test, data/inference/{cot,pot} and data/train/{cot,pot}/mathinstruct.json: the paper's files or the Hub's.
 
     python scripts/prepare_data.py --out_dir data                           # the paper's data (--source gsi)
     python scripts/prepare_data.py --out_dir data --mirror /copy/of/original/data   # the same, from a local copy
