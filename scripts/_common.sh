@@ -71,6 +71,8 @@ case "$PROFILE" in
         : "${POT_WORKERS:=8}"
         # tokenize training examples as the original did: no BOS on the prompt, question and rationale stripped
         : "${TRAIN_TOKENIZE_ARGS:=--prompt_bos false --strip_text true}"
+        # the original's correct/incorrect decisions in evaluation and sampling (docs/FIDELITY.md)
+        : "${GRADER:=reference}"
         # teacher_help: the teacher's name as served. Start it with the same name (README):
         #   python -m vllm.entrypoints.openai.api_server --model /models/Meta-Llama-3-70B-Instruct \
         #       --served-model-name Meta-Llama-3-70B-Instruct --tensor-parallel-size 8 --port 8000   (another node)
@@ -111,6 +113,7 @@ esac
 : "${MAX_LENGTH:=1024}"               # new tokens per sample / evaluation response
 : "${MAX_MODEL_LEN:=4096}"            # prompt + response tokens per sequence in vLLM
 : "${DEVICE_NUM:=8}"                  # tensor-parallel GPUs of the vLLM stages
+: "${GRADER:=project}"                # project | reference: the grader of eval.py and inference*.py
 : "${POT_WORKERS:=2}"                 # PoT: sandbox processes running the sampled programs (eval and sample)
 : "${NUM_SHARDS:=1}"                  # >1: sampling as NUM_SHARDS engines, merged (scripts/cluster/sample_shards.sh)
 : "${SHARDS_PER_NODE:=}"              # shards side by side on a node (empty: its GPUs / DEVICE_NUM)
@@ -179,7 +182,7 @@ fi
 export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR DATA_DIR DATA_NAME NUM_ITERS \
     START_ITER SEED TRAIN_DATASETS SAMPLE_NUM MIN_CORRECT_NUM MAX_RESAMPLE_NUM TEMPERATURE MAX_LENGTH MAX_MODEL_LEN \
     DEVICE_NUM TEACHER_MODEL TEACHER_BASE_URL TEACHER_SERVE_PATH TEACHER_PORT EVAL_DATASETS ORIGINAL_DATA \
-    GPU_IDS NUM_GPUS POT_WORKERS TEACHER_CONCURRENCY TEACHER_PREFLIGHT SAMPLE_GPUS TEACHER_GPUS TEACHER_TP TEACHER_GPU_MEM \
+    GPU_IDS NUM_GPUS POT_WORKERS GRADER TEACHER_CONCURRENCY TEACHER_PREFLIGHT SAMPLE_GPUS TEACHER_GPUS TEACHER_TP TEACHER_GPU_MEM \
     SAVING_STEP_FREQ GRADIENT_CHECKPOINTING TORCH_DTYPE TRAIN_PROCS GLOBAL_BATCH MAIN_PROCESS_PORT \
     INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
     LEARNING_RATE WEIGHT_DECAY N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS TRAIN_TOKENIZE_ARGS \
@@ -272,7 +275,7 @@ gsi_eval_stage() {
     gsi_stage eval "$ITER_DIR" "$PYTHON" eval.py --model_name_or_path "$ITER_DIR/model" \
         --results_path "$ITER_DIR/eval_data" --dataset_name "${names[@]}" --eval_data_file "${files[@]}" \
         --temperature 0 --device_num "$DEVICE_NUM" --max_length "$MAX_LENGTH" --mode "$MODE" --seed "$SEED" \
-        --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" $EVAL_EXTRA_ARGS
+        --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" --grader "$GRADER" $EVAL_EXTRA_ARGS
 }
 
 # Sampling stage: see scripts/_template_inference.sh (ITER_DIR and the sampling settings).
@@ -313,6 +316,7 @@ gsi_sample_stage() {
         --min_correct_num "$MIN_CORRECT_NUM" --max_resample_num "$MAX_RESAMPLE_NUM" \
         --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "${device_num[0]}" --mode "$MODE" \
         --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" --progress false \
+        --grader "$GRADER" \
         "${teacher[@]}"
     gsi_teacher_down
 }

@@ -113,3 +113,17 @@ def test_readme_eval_command_runs_unchanged(tmp_path, tiny_model_dir, shared_dat
     assert proc.returncode == 0, proc.stderr[-3000:]
     items = json.loads((checkout / "output" / "eval_data" / "gsm8k_res.json").read_text())
     assert [i["item_id"] for i in items] == [r["item_id"] for r in json.loads(test.read_text())]
+
+
+@pytest.mark.parametrize(("script", "grader"), [("scripts/llama3/pot_train_uniform.sh", "reference"),
+                                                ("scripts/tiny/cot_train_uniform.sh", "project")])
+def test_profiles_grade_with_their_grader(script, grader, tmp_path):
+    proc = subprocess.run(["bash", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "DRY_RUN": "1", "NUM_ITERS": "1", "MODEL_PATH": "/m", "TINY_SETUP": "0",
+                               "OUTPUT_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr
+    stages = {ln.split(":", 1)[0]: shlex.split(ln.split(":", 1)[1]) for ln in proc.stdout.splitlines()
+              if ln.startswith("[dry-run] ")}
+    for stage in ("[dry-run] eval", "[dry-run] sample"):
+        argv = stages[stage]
+        assert argv[argv.index("--grader") + 1] == grader
