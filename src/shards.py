@@ -90,13 +90,14 @@ def sha256_file(path: str | Path) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    """The libraries that decide the samples (module versions: the CPU build's distribution is not "vllm")."""
+    import importlib
 
     out = {}
     for name in ("vllm", "torch", "transformers"):
         try:
-            out[name] = version(name)
-        except PackageNotFoundError:
+            out[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
             out[name] = "absent"
     return out
 
