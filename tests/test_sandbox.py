@@ -313,14 +313,20 @@ print(json.dumps({"abi": sb._LANDLOCK_ABI, "layers": sb._LAYERS, "results": out}
 
 def _run_script(script: str, args: list[str], disable: str, timeout: float = 120) -> dict:
     import json
+    import shutil
     import subprocess
     import sys
+    import tempfile
 
     from tests.conftest import REPO
 
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd="/", capture_output=True, text=True,
-                          timeout=timeout, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO),
-                                                "OPENBLAS_NUM_THREADS": "1", "GSI_SANDBOX_TEST_DISABLE": disable})
+    home = tempfile.mkdtemp(prefix="gsi_helper_")  # as LineWorker gives a helper: HOME == cwd, removed after
+    try:
+        proc = subprocess.run([sys.executable, "-c", script, *args], cwd=home, capture_output=True, text=True,
+                              timeout=timeout, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": home,
+                                                    "OPENBLAS_NUM_THREADS": "1", "GSI_SANDBOX_TEST_DISABLE": disable})
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
