@@ -526,3 +526,22 @@ def test_symbolic_checker_degrades_with_a_warning(monkeypatch, capfd):
     finally:
         checker.close()
     assert "warning: sandbox: symbolic comparisons run without file-system isolation" in capfd.readouterr().err
+
+
+def test_cli_refuses_in_one_line_and_writes_nothing(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    src = tmp_path / "programs.json"
+    src.write_text(json.dumps([{"item_id": "p0", "answer_cot": "print(6 * 7)", "answer_value": "42"}]))
+    out = tmp_path / "graded.json"
+    env = {k: v for k, v in os.environ.items() if k != "GSI_UNSAFE_UNCONFINED_POT"}
+    proc = subprocess.run([sys.executable, "-m", "src.grading", str(src), "--dataset", "gsm8k", "--mode", "pot",
+                           "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**env, "GSI_SANDBOX_TEST_DISABLE": "landlock,mountns"})
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") <= 1 and proc.stderr.startswith("sandbox: refusing to run PoT programs without")
+    assert not out.exists()

@@ -115,9 +115,10 @@ _MS_KEEP = {"nosuid": 2, "nodev": 4, "noexec": 8, "noatime": 1024, "nodiratime":
 _SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 425), "aarch64": (0xC00000B7, 198, 425)}
 
 
-class SandboxUnavailable(HelperRefused):
+class SandboxUnavailable(SystemExit):
     """This machine cannot confine PoT programs (no Landlock and no read-only mount namespace, or no network
-    isolation) and the user did not opt out with ``GSI_UNSAFE_UNCONFINED_POT=1``."""
+    isolation) and the user did not opt out with ``GSI_UNSAFE_UNCONFINED_POT=1``. A ``SystemExit``: any command
+    stops with this one line on stderr and exit status 1, and no ``except Exception`` grades on without it."""
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -152,8 +153,8 @@ def warm_up_scipy() -> None:
 def warm_up(modules: tuple[str, ...] = PREIMPORTS) -> str | None:
     """PoT helper start-up: import what programs use, single-threaded, then confine the helper itself.
 
-    Raises :class:`SandboxUnavailable` (one line) when writes or the network cannot be denied by the kernel, unless
-    the user opted out; then returns the warning the caller prints.
+    Refuses (``HelperRefused``; the caller raises :class:`SandboxUnavailable`) when writes or the network cannot be
+    denied by the kernel, unless the user opted out; then returns the warning the caller prints.
     """
     for name in modules:
         try:
@@ -165,7 +166,7 @@ def warm_up(modules: tuple[str, ...] = PREIMPORTS) -> str | None:
     if not missing:
         return None
     if os.environ.get(UNCONFINED_OPT_OUT_VAR) != "1":
-        raise SandboxUnavailable(f"sandbox: refusing to run PoT programs without {missing}; run as root or on a "
+        raise HelperRefused(f"sandbox: refusing to run PoT programs without {missing}; run as root or on a "
                                  f"newer kernel, or set {UNCONFINED_OPT_OUT_VAR}=1 to run them anyway")
     return f"sandbox: PoT programs run without {missing} ({UNCONFINED_OPT_OUT_VAR}=1)"
 
