@@ -60,7 +60,11 @@ elif command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; t
 fi
 : "${GPUS_PER_SHARD:=1}"
 if ((${#gpus[@]} > 0)); then : "${SHARDS_PER_NODE:=$((${#gpus[@]} / GPUS_PER_SHARD))}"; else : "${SHARDS_PER_NODE:=1}"; fi
-((SHARDS_PER_NODE >= 1)) || { echo "sample_shards.sh: error: fewer GPUs than GPUS_PER_SHARD=$GPUS_PER_SHARD" >&2; exit 2; }
+if ((SHARDS_PER_NODE < 1 || (${#gpus[@]} > 0 && SHARDS_PER_NODE * GPUS_PER_SHARD > ${#gpus[@]}))); then
+    echo "sample_shards.sh: error: SHARDS_PER_NODE=$SHARDS_PER_NODE x GPUS_PER_SHARD=$GPUS_PER_SHARD needs more" \
+        "than this node's ${#gpus[@]} GPUs" >&2
+    exit 2
+fi
 if [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then  # a job array: each task one node; merge in a later job
     : "${NUM_NODES:=${SLURM_ARRAY_TASK_COUNT:?}}" "${NODE_RANK:=$SLURM_ARRAY_TASK_ID}" "${MERGE:=0}"
 fi

@@ -12,16 +12,23 @@ fix, instead of a 404 after the whole initial round (vLLM serves a model under i
 Requests go out concurrently (at most ``teacher_max_concurrency`` at a time, one thread each); every request has
 a timeout and is retried with exponential back-off by the ``openai`` client itself (0.5 s doubling, capped at
 8 s, with jitter). When a request still fails, :class:`TeacherError` says which endpoint failed and why.
+
+A replicated teacher: ``--teacher_base_url http://a:8000/v1,http://b:8000/v1`` spreads the requests over the
+replicas (round robin); a request that fails on one (connection, timeout, 429, 5xx) is retried at once on the next,
+and the failed replica is skipped for :data:`REPLICA_COOL_OFF_S`, so the run finishes on the others.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 class TeacherError(RuntimeError):
@@ -32,7 +39,8 @@ class TeacherError(RuntimeError):
 class TeacherConfig:
     teacher_model: str = field(default="", metadata={"help": "teacher model name as the endpoint serves it"})
     teacher_base_url: str = field(default="http://127.0.0.1:8000/v1",
-                                  metadata={"help": "OpenAI-compatible base URL of the teacher (ends in /v1)"})
+                                  metadata={"help": "OpenAI-compatible base URL of the teacher (ends in /v1); "
+                                                    "replicas: several URLs, comma-separated"})
     teacher_api_key_env: str = field(default="OPENAI_API_KEY",
                                      metadata={"help": "environment variable holding the teacher's API key "
                                                        "(a local vLLM server accepts any value)"})
@@ -92,15 +100,20 @@ class TeacherClient:
 
         if not cfg.teacher_model:
             raise ValueError("the interactive strategy needs --teacher_model (the served model's name)")
+        self.urls = base_urls(cfg)
         if cfg.teacher_preflight_timeout > 0:
-            preflight(cfg)
+            for url in self.urls:
+                preflight(replace(cfg, teacher_base_url=url))
         self.cfg = cfg
-        self.client = OpenAI(base_url=cfg.teacher_base_url, api_key=_api_key(cfg), timeout=cfg.teacher_timeout,
+        self.client = OpenAI(base_url=self.urls[0], api_key=_api_key(cfg), timeout=cfg.teacher_timeout,
                              max_retries=cfg.teacher_max_retries)
+        self.replicas = None if len(self.urls) == 1 else _Replicas(self.urls, cfg)
 
     def critique(self, messages: list[dict[str, str]]) -> str:
         import openai
 
+        if self.replicas is not None:
+            return self.replicas.critique(messages)
         try:
             resp = self.client.chat.completions.create(
                 model=self.cfg.teacher_model, messages=messages, temperature=self.cfg.teacher_temperature,
@@ -125,6 +138,66 @@ class TeacherClient:
 
     def close(self) -> None:
         self.client.close()
+        if self.replicas is not None:
+            self.replicas.close()
+
+
+REPLICA_COOL_OFF_S = 30.0  # a replica that failed is skipped this long (a restarted server comes back)
+
+
+def base_urls(cfg: TeacherConfig) -> list[str]:
+    """The teacher's endpoints: ``--teacher_base_url`` may list replicas, comma-separated."""
+    return [u.strip() for u in cfg.teacher_base_url.split(",") if u.strip()] or [cfg.teacher_base_url]
+
+
+class _Replicas:
+    """Round robin over several teacher endpoints; a failed request moves on to the next healthy one."""
+
+    def __init__(self, urls: list[str], cfg: TeacherConfig):
+        from openai import OpenAI
+
+        self.urls, self.cfg = urls, cfg
+        # no client-side retries: the next attempt goes to another replica instead of waiting for this one
+        self.clients = [OpenAI(base_url=u, api_key=_api_key(cfg), timeout=cfg.teacher_timeout, max_retries=0)
+                        for u in urls]
+        self.down_until = [0.0] * len(urls)
+        self.turn = itertools.count()
+        self.lock = threading.Lock()
+
+    def pick(self) -> int:
+        with self.lock:
+            start, now = next(self.turn), time.monotonic()
+            order = [(start + j) % len(self.urls) for j in range(len(self.urls))]
+            healthy = [i for i in order if self.down_until[i] <= now]
+            return healthy[0] if healthy else min(order, key=lambda i: self.down_until[i])
+
+    def critique(self, messages: list[dict[str, str]]) -> str:
+        import openai
+
+        failures = []
+        for attempt in range(self.cfg.teacher_max_retries + 1):
+            i = self.pick()
+            try:
+                resp = self.clients[i].chat.completions.create(
+                    model=self.cfg.teacher_model, messages=messages, temperature=self.cfg.teacher_temperature,
+                    top_p=self.cfg.teacher_top_p, max_tokens=self.cfg.teacher_max_tokens)
+                return resp.choices[0].message.content or ""
+            except (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError) as err:
+                with self.lock:
+                    self.down_until[i] = time.monotonic() + REPLICA_COOL_OFF_S
+                    all_down = all(t > time.monotonic() for t in self.down_until)
+                failures.append(f"{self.urls[i]}: {type(err).__name__}")
+                if all_down:  # every replica failed lately: back off before trying again
+                    time.sleep(min(0.5 * 2 ** attempt, 8.0))
+            except openai.APIError as err:  # 400/404: the request itself is wrong, another replica won't help
+                raise TeacherError(f"teacher {self.cfg.teacher_model!r} at {self.urls[i]} refused the request: "
+                                   f"{type(err).__name__}: {err}") from err
+        raise TeacherError(f"teacher {self.cfg.teacher_model!r} failed on its replicas after "
+                           f"{self.cfg.teacher_max_retries} retries: {'; '.join(failures)}")
+
+    def close(self) -> None:
+        for client in self.clients:
+            client.close()
 
 
 def main(argv: list[str] | None = None) -> int:
