@@ -8,7 +8,11 @@ absent: the files that match are verified and written byte for byte, the others 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -78,3 +82,39 @@ def test_without_network_and_without_mirror_one_line_and_nothing_written(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "needs network access" in err[0] and "--mirror" in err[0]
     assert not out.exists()
+
+
+def test_llama3_stage_commands_run_on_the_prepared_data(tmp_path, tiny_model_dir):
+    """prepare_data --source gsi output (first items of each file), the llama3 script's data, eval, sample and
+    generate commands (tiny model substituted), with the reference grader the llama3 profile uses."""
+    full = tmp_path / "full"
+    names = ["gsm8k", "aqua", "mathqa", "svamp", "theoremqa"]
+    assert prepare_main(["--mirror", str(MIRROR), "--out_dir", str(full), "--datasets", *names,
+                         "--skip_mathinstruct"]) == 0
+    data = tmp_path / "data"
+    for path in full.rglob("*.json"):
+        target = data / path.relative_to(full)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(json.loads(path.read_text())[:6]))
+    env = {"MODEL_PATH": str(tiny_model_dir), "DATA_DIR": str(data), "OUTPUT_DIR": str(tmp_path / "out"),
+           "NUM_ITERS": "1", "TRAIN_DATASETS": "gsm8k aqua", "EVAL_DATASETS": " ".join(names),
+           "ORIGINAL_DATA": str(data / "inference" / "cot" / "aqua_rat.json"),  # as the original scripts pass it
+           "DEVICE_NUM": "1", "MAX_MODEL_LEN": "1024", "MAX_LENGTH": "16", "SAMPLE_NUM": "2", "MAX_RESAMPLE_NUM": "1",
+           "MIN_CORRECT_NUM": "2", "INCLUDE_ORIGINAL": "true", "CHECK_RESULT": "true", "DRY_RUN": "1"}
+    proc = subprocess.run(["bash", "scripts/llama3/cot_train_state_reset.sh"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, **env})
+    assert proc.returncode == 0, proc.stderr
+    stages = {ln[len("[dry-run] "):].split(":", 1)[0]: shlex.split(ln.split(":", 1)[1])
+              for ln in proc.stdout.splitlines() if ln.startswith("[dry-run] ")}
+    exp = tmp_path / "out" / "llama3-8b_cot" / "state_reset_sample_2_correct_2_max_1_orig_true_preiter_false"
+    (exp / "iter_data").mkdir(parents=True, exist_ok=True)  # src.stages creates output folders before a stage
+    shutil.copytree(tiny_model_dir, exp / "iter_0" / "model")  # stands in for the train stage's output
+    for stage in ("data", "eval", "sample", "generate"):
+        assert "--grader" not in stages[stage] or stages[stage][stages[stage].index("--grader") + 1] == "reference"
+        run = subprocess.run(stages[stage], cwd=REPO, capture_output=True, text=True, timeout=600,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert run.returncode == 0, f"{stage}: {run.stderr[-3000:]}"
+    metrics = json.loads((exp / "iter_0" / "eval_data" / "metrics.json").read_text())
+    assert metrics["grader"] == "reference" and sorted(metrics["datasets"]) == sorted(names)
+    next_data = json.loads((exp / "iter_data" / "train_iter_1.json").read_text())
+    assert next_data[-6:] == json.loads(Path(env["ORIGINAL_DATA"]).read_text())  # appended after the samples
