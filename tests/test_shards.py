@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import zlib
 from pathlib import Path
 from types import SimpleNamespace
@@ -301,3 +302,39 @@ def test_engine_eval_two_shards_merge_to_the_single_run(llm, synthetic_dir, tmp_
     assert shards.main(["merge", str(tmp_path / "two")]) == 0
     name = "synthetic_res.json"
     assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+
+
+def test_engine_two_real_shards_side_by_side_then_merge_and_a_rerun_reproduces_one(tiny_model_dir, synthetic_dir,
+                                                                                   tmp_path):
+    """The launcher on CPU: two engines at once, each pinned to its own core, then the merge; rerunning shard 1
+    alone reproduces its files byte for byte (same N, seed, settings, machine, vLLM)."""
+    import os
+    import subprocess
+
+    pool = load_records(synthetic_dir / "inference" / "cot" / "synthetic.json")[:8]
+    pool_file = tmp_path / "pool.json"
+    pool_file.write_text(json.dumps(pool))
+    out = tmp_path / "out"
+    flags = ["inference_rationale_driven.py", "--model_name_or_path", str(tiny_model_dir), "--inference_data_file",
+             str(pool_file), "--dataset_name", "synthetic", "--results_path", str(out), "--sample_num", "2",
+             "--min_correct_num", "1", "--max_resample_num", "1", "--temperature", "0.7", "--max_length", "16",
+             "--max_model_len", "512", "--cpu_kvcache_gib", "1", "--no_progress"]
+    env = {**os.environ, "NUM_SHARDS": "2", "SHARDS_PER_NODE": "2", "CPU_BINDS": "0|1", "PYTHON": sys.executable}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    proc = subprocess.run(["bash", "scripts/cluster/sample_shards.sh", *flags], cwd=shards_repo(), env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "VLLM_CPU_OMP_THREADS_BIND=0" in proc.stderr and "VLLM_CPU_OMP_THREADS_BIND=1" in proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert [r["item_id"] for r in results] == [r["item_id"] for r in pool]  # every item once, in pool order
+    assert all(len(r["pred"]) >= 2 for r in results)
+    first = files_of(out / "shard_1_of_2")
+    proc = subprocess.run(["bash", "scripts/cluster/sample_shards.sh", *flags], cwd=shards_repo(),
+                          env={**env, "SHARD_INDEX": "1"}, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = files_of(out / "shard_1_of_2")
+    assert all(again[name] == first[name] for name in OUTPUT_FILES[:3])
+
+
+def shards_repo() -> Path:
+    return Path(__file__).resolve().parents[1]
