@@ -34,25 +34,39 @@ def test_train_accepts_the_original_template_flags(tmp_path):
     assert proc.returncode == 2 and "no_model" in proc.stderr and "unrecognized" not in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize(("script", "expected"), [
-    ("train.py", {"n_epochs": "40", "learning_rate": "2e-05", "weight_decay": "1e-06", "warmup_step": "0",
-                  "max_input_length": "700", "engine": "python", "batch_size": "4", "seed": "42"}),
-    ("inference_state_reset.py", {"temperature": "0.0", "sample_num": "10", "min_correct_num": "3",
-                                  "max_resample_num": "20", "max_new_tokens": "1024", "mode": "cot"}),
-])
-def test_omitted_flags_take_the_originals_defaults(script, expected):
-    from src.fidelity import SAMPLING_DEFAULTS, TRAIN_DEFAULTS
-    from src.sampling.loop import SamplingConfig
-    from src.training import TrainConfig
-
-    helptext = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True, text=True,
+def test_omitted_train_flags_take_the_originals_defaults():
+    helptext = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, text=True,
                               timeout=120).stdout
+    expected = {"n_epochs": "40", "learning_rate": "2e-05", "weight_decay": "1e-06", "warmup_step": "0",
+                "max_input_length": "700", "engine": "python", "batch_size": "4", "seed": "42"}
     for flag, value in expected.items():
         entry = re.search(rf"\n  --{flag} .*?(?=\n  -|\Z)", helptext, re.S)  # the flag's own help entry
         assert entry and f"(default: {value})" in " ".join(entry.group(0).split()), (flag, value)
+
+
+def test_omitted_inference_flags_take_the_originals_defaults(tmp_path, monkeypatch):
+    from src.sampling import cli
+    from src.sampling.loop import SamplingConfig
+    from src.training import TrainConfig
+
+    seen = {}
+
+    class Parsed(Exception):
+        pass
+
+    def capture(strategy, data, cfg, engine_cfg, teacher_cfg):
+        seen["cfg"] = cfg
+        raise Parsed
+
+    monkeypatch.setattr(cli, "check_sampling_args", capture)
+    with pytest.raises(Parsed):
+        cli.main("state_reset", ["--model_name_or_path", "m", "--inference_data_file", "p.json", "--dataset_name",
+                                 "gsm8k", "--results_path", str(tmp_path / "out")])
+    cfg = seen["cfg"]
+    assert (cfg.temperature, cfg.sample_num, cfg.min_correct_num, cfg.max_resample_num, cfg.max_new_tokens) == \
+        (0.0, 10, 3, 20, 1024)
     # the in-process configs keep the paper's values
     assert TrainConfig("m", "f", "d").n_epochs == 1 and SamplingConfig().sample_num == 8
-    assert TRAIN_DEFAULTS["n_epochs"] == 40 and SAMPLING_DEFAULTS["sample_num"] == 10
 
 
 def test_readme_template_inference_call_runs_the_inference_cli(tmp_path, tiny_model_dir, shared_data, monkeypatch):
