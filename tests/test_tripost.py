@@ -113,7 +113,7 @@ def test_section_weights_start_at_the_feedback_token(tiny_model_dir):
     before = tok.decode(ids[:first - 5])
     assert "Feedback" not in before and before.strip().endswith("The answer is 8")
     ok = f"Mia has <<3+4=7>>7 apples.\nThe answer is 7\nFeedback: {format_feedback(2)}"
-    assert set(section_weights(ok, 5, 30, tok, 1.5)) == {1.0}  # no error: plain loss
+    assert set(section_weights(ok + tok.eos_token, 5, 30, tok, 1.5)) == {1.0}  # no error: plain loss
 
 
 def test_all_ones_token_weights_give_the_models_own_loss(tiny_model_dir):

@@ -25,7 +25,7 @@ UPDATE_MARKER = "Updated Answer:"
 ALL_CORRECT_TAIL = "The final response is also correct."
 
 _ALL_CORRECT = re.compile(r"^Step \(1\) (?:to (?:step )?\((\d+)\) are|is) correct\.\s*The final response is also "
-                          r"correct\.?$", re.IGNORECASE)
+                          r"correct", re.IGNORECASE)  # whatever follows (an EOS string) does not matter
 _ERROR = re.compile(r"In step \((\d+)\) the part\s*\"\s?(.*?)\s?\"\s*is incorrect\.?(?:\s*This is because (.*))?",
                     re.IGNORECASE | re.DOTALL)
 
