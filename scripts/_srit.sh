@@ -21,7 +21,7 @@ set -euo pipefail
 : "${DPO_EXTRA_ARGS:=}"              # more train_dpo.py (trl.DPOConfig) flags, word-split
 case "$PROFILE" in
     llama3) : "${DPO_LR:=5e-7}" "${DPO_BATCH:=4}" ;;
-    tiny) : "${DPO_LR:=2e-4}" "${DPO_BATCH:=8}" ;;
+    tiny) : "${DPO_LR:=5e-4}" "${DPO_BATCH:=8}" ;;
 esac
 : "${DPO_GRAD_ACC:=1}"               # with GLOBAL_BATCH set, DeepSpeed's accumulation keeping it (as train.py)
 export TEACHER_PATH TEACHER_SAMPLE_NUM TEACHER_KEEP ROUNDS PAIR_MODE MAX_PAIRS DPO_BETA DPO_EPOCHS DPO_EXTRA_ARGS \
