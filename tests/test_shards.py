@@ -338,3 +338,24 @@ def test_engine_two_real_shards_side_by_side_then_merge_and_a_rerun_reproduces_o
 
 def shards_repo() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+def test_iteration_script_with_num_shards_samples_through_the_launcher_and_merges(tmp_path):
+    import os
+    import shlex
+    import subprocess
+
+    env = {**os.environ, "DRY_RUN": "1", "NUM_ITERS": "1", "NUM_SHARDS": "4", "SHARDS_PER_NODE": "2",
+           "OUTPUT_DIR": str(tmp_path)}
+    proc = subprocess.run(["bash", "scripts/tiny/cot_train_state_reset.sh"], cwd=shards_repo(), env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("[dry-run] sample:"))
+    words = shlex.split(line.split(":", 1)[1])
+    launcher = words.index("scripts/cluster/sample_shards.sh")
+    settings = dict(w.split("=", 1) for w in words[1:launcher - 1])
+    iter_dir = Path(settings["MERGE_OUT"]).parent
+    assert settings["NUM_SHARDS"] == "4" and settings["SHARDS_PER_NODE"] == "2" and settings["SKIP_FINISHED"] == "1"
+    assert settings["MERGE_OUT"] == str(iter_dir / "inference_data")  # what the data stage reads
+    assert words[words.index("--results_path") + 1] == str(iter_dir / "inference_shards")
+    assert "--num_shards" not in words  # the launcher adds each shard's own flags
