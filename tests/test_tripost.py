@@ -378,3 +378,17 @@ def test_script_stages_are_accepted_by_the_real_parsers(profile, tmp_path):
     assert {(c.format, c.improve_ratio) for c in seen["generate_train_data.py"]} == {("tripost", 1.5)}
     if profile == "llama3":
         assert {(c.n_epochs, c.learning_rate) for c in seen["train.py"][1:]} == {(4, 1e-6)}
+
+
+def test_eval_refuses_negative_rounds_and_pot_before_the_engine(tmp_path, tiny_model_dir, capsys):
+    from eval import main as eval_main
+
+    test = tmp_path / "test.json"
+    write_json(test, [{"item_id": "a", "question": "Mia has 2 apples.", "answer_value": "2"}])
+    base = ["--model_name_or_path", str(tiny_model_dir), "--results_path", str(tmp_path / "ev"),
+            "--dataset_name", "synthetic", "--eval_data_file", str(test)]
+    assert eval_main([*base, "--self_improve_rounds", "-1"]) == 2
+    assert "--self_improve_rounds must be >= 0" in capsys.readouterr().err
+    assert eval_main([*base, "--self_improve_rounds", "1", "--mode", "pot"]) == 2
+    assert "needs --mode cot" in capsys.readouterr().err
+    assert not (tmp_path / "ev" / "metrics.json").exists()
