@@ -12,11 +12,22 @@ status 2 and one line before any model loads. The logic is in src/dpo.py.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 
-from src.cli import parse_args, run_cli
+from src.cli import check_input_file, check_model_source, check_output, output_lock, parse_args, run_cli
 
 PROG = "train_dpo.py"
+
+
+def check_dpo_args(run) -> None:
+    """Paths (the pairs' content and the tokenizers are checked by src.dpo.prepare, still before any model loads)."""
+    pairs = check_input_file("train_file", run.train_file)
+    check_model_source("model_name_or_path", run.model_name_or_path)
+    if run.ref_model_name_or_path:
+        check_model_source("ref_model_name_or_path", run.ref_model_name_or_path)
+    check_output("model_dir", run.model_dir, "folder", inputs=[pairs])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         from src.dpo import DPORunConfig, dpo_defaults, run_dpo
 
         run, args = parse_args([DPORunConfig, DPOConfig], argv, PROG, __doc__.split("\n\n")[0], dpo_defaults())
-        print(f"saved {run_dpo(run, args)}")
+        check_dpo_args(run)
+        main_process = os.environ.get("RANK", "0") == "0"  # accelerate starts one process per device: one lock
+        with output_lock(run.model_dir) if main_process else contextlib.nullcontext():
+            out = run_dpo(run, args)
+        print(f"saved {out}")
 
     return run_cli(PROG, body)
 
