@@ -210,11 +210,11 @@ def test_bad_input_fails_before_the_model_loads(case, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_exits_nonzero_with_the_message_and_help_explains_every_flag(tmp_path):
+def test_cli_exits_nonzero_with_the_message_and_help_explains_every_flag(tmp_path, tiny_model_dir):
     data = tmp_path / "train.json"
     data.write_text(json.dumps([{"item_id": "a_0", "question": "q", "answer_value": "2"}]))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--model_name_or_path", str(tmp_path / "none"),
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "--model_name_or_path", str(tiny_model_dir),
                            "--train_file", str(data), "--model_dir", str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and "missing field 'answer_cot'" in proc.stderr and str(data) in proc.stderr
