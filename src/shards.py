@@ -44,7 +44,7 @@ class ShardArguments:
         "help": "split the pool(s) over N independent runs, one engine each (1 = no sharding; merge the shards "
                 "with python -m src.shards merge <results_path>)"})
     shard_index: int = field(default=0, metadata={
-        "help": "this run's shard k: the items with pool index i % num_shards == k, written to "
+        "help": "this run's shard k: the items with pool index i %% num_shards == k, written to "
                 "<results_path>/shard_<k>_of_<N>/"})
 
     def __post_init__(self) -> None:
