@@ -513,3 +513,16 @@ def test_lock_records_the_pid_and_is_removed_after_the_run(tmp_path):
     with output_lock(target):
         pass
 
+
+
+# ---- --help --------------------------------------------------------------------------------------------------
+CLIS = sorted(p.name for p in REPO.glob("*.py")) + ["scripts/prepare_data.py"]
+
+
+@pytest.mark.parametrize("cli", CLIS)
+def test_every_cli_prints_its_help(cli):
+    """argparse formats help strings (a bare % crashes --help): every command line explains itself, exit 0."""
+    proc = subprocess.run([sys.executable, str(REPO / cli), "--help"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout and "Traceback" not in proc.stderr
