@@ -1,7 +1,7 @@
 """`make demo`: one GSI iteration on the embedded default (synthetic world + tiny Llama, CPU), measured against
 controls, with item-level 95% intervals and the spread over training seeds.
 
-    .venv/bin/python demo.py                         # the default demo (~20 min on 2 CPU cores)
+    .venv/bin/python demo.py                         # the default demo (12.5 min on 2 idle CPU cores)
     .venv/bin/python demo.py --scale large           # more seeds, a bigger world and longer training
     .venv/bin/python demo.py --seeds 1 2 3 --test_per_level 400 --out_dir output/demo_big
 

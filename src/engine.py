@@ -5,8 +5,9 @@
     generate(llm, ["2 + 2 ="], sampling_params(n=8, temperature=0.7, top_p=1.0, max_tokens=32)).texts
     reload_weights(llm, "output/tiny/iter_1/model")   # next iteration's (untied) checkpoint, no restart
 
-Never pass a per-request ``SamplingParams(seed=...)``: the CPU build's engine dies on it ("CPU Generator does not
-use offset"); reproducibility comes from the engine seed and a fixed request order, and only with the engine core
+Avoid per-request ``SamplingParams(seed=...)`` on CPU: the CPU build's engine died on one in an earlier
+measurement ("CPU Generator does not use offset"), although the simple case in tests/test_tiny_model.py runs;
+reproducibility comes from the engine seed and a fixed request order, and only with the engine core
 in the calling process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): two same-seed runs with vLLM's default separate
 engine-core process gave different samples for all 24 queries of a test, and identical ones in-process. On CPU we
 default to in-process (:func:`build_llm`): the 2-core machines this runs on gain nothing from a separate engine
@@ -77,7 +78,7 @@ def build_llm(cfg: EngineConfig):
 
 
 def sampling_params(n: int, temperature: float, top_p: float, max_tokens: int, **extra):
-    """``SamplingParams`` for ``n`` completions per prompt (never a per-request seed: it kills the CPU engine)."""
+    """``SamplingParams`` for ``n`` completions per prompt (no per-request seed: see the module docstring)."""
     from vllm import SamplingParams
 
     return SamplingParams(n=n, temperature=temperature, top_p=top_p, max_tokens=max_tokens, **extra)
