@@ -23,6 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from src.grading.process import ANNOTATION
 from src.records import write_json
 
 NAMES = [("Mia", "she"), ("Liam", "he"), ("Ava", "she"), ("Noah", "he"), ("Zoe", "she"), ("Omar", "he"),
@@ -204,7 +205,6 @@ def write_world(cfg: WorldConfig, out_dir: str | Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Process check for the synthetic world: a "correct" answer reached by a broken chain is noise, not signal.
-_ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
 _WORD = re.compile(r"[A-Za-z]+")
 _VOCAB = {n for n, _ in NAMES} | set(OBJECTS)
 
@@ -216,8 +216,8 @@ def check_synthetic_rationale(question: str, gold_rationale: str, rationale: str
     step (this checks every step's arithmetic, the chain from the start value and the step count), and the
     names and objects it mentions must be those of the question (weak models miscopy them).
     """
-    gold_steps = [(e.replace(" ", ""), r.strip()) for e, r in _ANNOTATION.findall(gold_rationale)]
-    steps = [(e.replace(" ", ""), r.strip()) for e, r in _ANNOTATION.findall(rationale)]
+    gold_steps = [(e.replace(" ", ""), r.strip()) for e, r in ANNOTATION.findall(gold_rationale)]
+    steps = [(e.replace(" ", ""), r.strip()) for e, r in ANNOTATION.findall(rationale)]
     if len(steps) != len(gold_steps):
         return f"step count {len(steps)} != {len(gold_steps)}"
     for i, (got, want) in enumerate(zip(steps, gold_steps)):
@@ -235,11 +235,11 @@ def first_wrong_synthetic_step(question: str, gold_rationale: str, rationale: st
     or None: each prefix of lines is checked against the gold prefix with as many annotations (TriPosT's
     process verifier, src/tripost). A rationale that stops early passes every prefix; its full check fails."""
     gold_lines = [line for line in gold_rationale.splitlines() if line.strip()]
-    gold_counts = [len(_ANNOTATION.findall("\n".join(gold_lines[:j]))) for j in range(len(gold_lines) + 1)]
+    gold_counts = [len(ANNOTATION.findall("\n".join(gold_lines[:j]))) for j in range(len(gold_lines) + 1)]
     lines = [line for line in rationale.splitlines() if line.strip()]
     for k in range(1, len(lines) + 1):
         prefix = "\n".join(lines[:k])
-        m = len(_ANNOTATION.findall(prefix))
+        m = len(ANNOTATION.findall(prefix))
         if m > gold_counts[-1]:
             return k, f"step count {m} > {gold_counts[-1]}"
         gold_prefix = "\n".join(gold_lines[:next(j for j, c in enumerate(gold_counts) if c >= m)])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from generate_train_data import main as generate_main
-from src.filtering import check_annotations_original, original_annotation_holds
+from src.grading.process import check_annotations_original, original_annotation_holds
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fidelity" / "filter"
 RUNS = {

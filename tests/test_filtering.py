@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from generate_train_data import main as generate_main
-from src.filtering import check_annotations, safe_arithmetic
+from src.grading.process import check_annotations, safe_arithmetic
 from src.synthetic import WorldConfig, check_synthetic_rationale, generate_world
 
 REPO = Path(__file__).resolve().parents[1]

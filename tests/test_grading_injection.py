@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from src.filtering import check_annotations
 from src.grading import answers_equal, grade_batch, grade_program_output, grade_response
 from src.grading.compare import SympyChecker
+from src.grading.process import check_annotations
 from src.grading.sandbox import ProgramResult
 from tests.conftest import REPO
 

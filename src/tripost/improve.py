@@ -12,10 +12,9 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from src.grading.process import ANNOTATION
 from src.tripost.feedback import split_steps
 from src.tripost.verify import Verdict, numbered
-
-_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 
 def kept_steps(attempt: str, verdict: Verdict) -> list[str]:
@@ -27,13 +26,13 @@ def scripted_update(item: dict, attempt: str, verdict: Verdict) -> str:
     """Kept steps + the gold steps after the last computation the kept steps share with the gold."""
     kept = kept_steps(attempt, verdict)
     gold = split_steps(item["answer_cot"])
-    done = sum(len(_ANNOTATION.findall(s)) for s in kept)
+    done = sum(len(ANNOTATION.findall(s)) for s in kept)
     start, seen = 0, 0
     while start < len(gold) and seen < done:
-        seen += len(_ANNOTATION.findall(gold[start]))
+        seen += len(ANNOTATION.findall(gold[start]))
         start += 1
     if done == 0:
-        start = min(len(kept), len(gold)) if not any(_ANNOTATION.search(s) for s in gold) else 0
+        start = min(len(kept), len(gold)) if not any(ANNOTATION.search(s) for s in gold) else 0
     return "\n".join(kept + gold[start:])
 
 

@@ -1,6 +1,6 @@
 """TriPosT verifiers: the first wrong step of an attempt and the feedback sentence that says so.
 
-- ``process``: this project's process check (src.filtering.first_failing_step on GSM8K-style annotations,
+- ``process``: this project's process check (src.grading.process.first_failing_step on GSM8K-style annotations,
   src.synthetic.first_wrong_synthetic_step in the synthetic world) plus the grader on the final answer. When every
   prefix passes but the whole attempt does not (it stops early, or the chain is consistent but the answer wrong),
   the last step, the final response, is the wrong one.
@@ -13,9 +13,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from src.grading.process import ANNOTATION
 from src.tripost.feedback import FeedbackParseError, format_feedback, parse_feedback, split_steps
-
-_ANNOTATION = re.compile(r"<<[^<>]*>>")
 
 
 @dataclass(frozen=True)
@@ -26,8 +25,8 @@ class Verdict:
 
 
 def _segment(step_text: str) -> str:
-    found = _ANNOTATION.findall(step_text)
-    return found[0] if found else step_text[:80]
+    found = ANNOTATION.search(step_text)
+    return found.group(0) if found else step_text[:80]
 
 
 def _reason(why: str) -> str:
@@ -56,7 +55,7 @@ def _final_grade(item: dict, attempt: str, dataset: str):
 
 def process_verdict(item: dict, attempt: str, dataset: str) -> Verdict:
     """The process verifier's verdict on one attempt at ``item`` (question, answer_cot, answer_value)."""
-    from src.filtering import check_annotations, first_failing_step
+    from src.grading.process import check_annotations, first_failing_step
     from src.synthetic import check_synthetic_rationale, first_wrong_synthetic_step
 
     steps = split_steps(attempt)
