@@ -42,9 +42,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from src.datasets import get_dataset
+from src.grading.extract import last_boxed
+from src.grading.process import ANSWER_TRIGGER, final_answer
 from src.records import validate_records, write_json, write_text
 
-ANSWER_TRIGGER = "The answer is"
 CHOICE_LETTERS = "ABCDE"
 
 
@@ -75,31 +76,6 @@ def format_number(value: Any) -> str:
     return text
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) with balanced braces; ``\\boxed 5`` too.
-
-    Written by hand because MATH answers nest braces (``\\boxed{\\frac{1}{2}}``), which a regex cannot match.
-    """
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*", text)]
-    if not starts:
-        return None
-    m = starts[-1]
-    i = m.end()
-    if i < len(text) and text[i] != "{":
-        # "\boxed 5" form: the answer runs to the next space or "$"
-        tail = re.match(r"[^\s$]+", text[i:])
-        return tail.group(0) if tail else None
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j]
-    return None  # unbalanced: no usable answer
-
-
 def normalize_math_answer(answer: str) -> str:
     """MATH answers as the project's files store them: LaTeX thin spaces (``\\!``) and whitespace removed
     (``40,\\!320 -> 40,320``, ``-x + 118 -> -x+118``)."""
@@ -113,12 +89,7 @@ def with_answer_line(rationale: str, answer: str) -> str:
 
 def answer_after_trigger(text: str) -> str:
     """The text after the last ``The answer is`` (trailing period removed); ``""`` when there is none."""
-    pos = text.rfind(ANSWER_TRIGGER)
-    if pos < 0:
-        return ""
-    answer = text[pos + len(ANSWER_TRIGGER):].strip().split("\n")[0].strip()
-    answer = answer.lstrip(":").strip()
-    return answer[:-1].strip() if answer.endswith(".") else answer
+    return (final_answer(text) or "").removesuffix(".").strip()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def safe_arithmetic(expr: str) -> Fraction:
     return _eval_node(tree)
 
 
-def parse_number(text: str) -> Fraction | None:
+def exact_number(text: str) -> Fraction | None:
     """A written number ("1,500", "$12.50", "-3", "7.") as an exact fraction, or None if it is not one."""
     cleaned = _DIGIT_COMMA.sub("", text.strip()).lstrip("$").rstrip(".").strip()
     if not re.fullmatch(r"[-+]?(\d+(\.\d*)?|\.\d+)", cleaned):
@@ -163,7 +163,7 @@ def check_annotations(rationale: str, question: str | None = None) -> str | None
     for i, m in enumerate(matches, start=1):
         expr, result_text = m.group(1), m.group(2).strip()
         shown = f"<<{expr}={result_text}>>"
-        written = parse_number(result_text)
+        written = exact_number(result_text)
         if written is None:
             return f"annotation {i} {shown}: result is not a number"
         try:
@@ -182,7 +182,7 @@ def check_annotations(rationale: str, question: str | None = None) -> str | None
         last = written
     answer = final_answer(text)
     if answer is not None and last is not None:
-        stated = parse_number(answer)
+        stated = exact_number(answer)
         if stated is not None and stated != last:
             return f"final answer {answer} is not the last annotated result {_show(last)}"
     return None
