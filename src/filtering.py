@@ -27,7 +27,7 @@ from pathlib import Path
 
 from src.datasets import get_dataset
 from src.grading.process import check_annotations, check_annotations_original
-from src.records import RecordError, load_records, read_json_or_jsonl
+from src.records import RecordError, load_records, read_json_or_jsonl, training_record
 
 BUCKETS = ("kept", "wrong_answer", "failed_check", "duplicate", "capped")
 
@@ -155,13 +155,7 @@ def build_next_iteration(sampled: Iterable[SampledSet], cfg: FilterConfig | None
                     continue
                 kept += 1
                 counts.add("kept", label, strategy)
-                rec = {"item_id": item["item_id"], "question": item["question"], "answer_cot": sample,
-                       "answer_value": item["answer_value"]}
-                if item.get("level") is not None:
-                    rec["level"] = item["level"]
-                if cfg.record_strategy:
-                    rec["strategy"] = strategy
-                out.append(rec)
+                out.append(training_record(item, sample, strategy if cfg.record_strategy else None))
     if not cfg.merged_first:
         out.extend(merged)
     counts.records_written = len(out)

@@ -158,6 +158,18 @@ STALE_TMP_SECONDS = 24 * 3600  # no single JSON write takes a day: an older temp
 _HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname()) or "host"
 
 
+def training_record(item: dict[str, Any], rationale: str, strategy: str | None = None) -> dict[str, Any]:
+    """One training record: ``rationale`` under the item's plain question (the train schema, field order fixed so
+    reruns are byte-identical), plus the item's ``level`` when it has one and the ``strategy`` when given."""
+    rec = {"item_id": item["item_id"], "question": item["question"], "answer_cot": rationale,
+           "answer_value": item["answer_value"]}
+    if item.get("level") is not None:
+        rec["level"] = item["level"]
+    if strategy is not None:
+        rec["strategy"] = strategy
+    return rec
+
+
 def _umask() -> int:
     """The process umask, read without changing it where /proc allows (os.umask can only set)."""
     try:

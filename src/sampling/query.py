@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from src.records import training_record
+
 INITIAL = "initial"  # correct_strategy label of the initial (unguided, n=sample_num) samples
 
 # Fields a sampling result carries itself; every other field of the pool record (level, options, ...) passes
@@ -75,13 +77,4 @@ class QueryState:
 
     def training_items(self) -> list[dict[str, Any]]:
         """Correct resampled responses as training items, always under the plain question (no hint leaks)."""
-        items = []
-        for s in self.samples:
-            if s.correct and s.round > 0:
-                item = {"item_id": self.record["item_id"], "question": self.record["question"],
-                        "answer_cot": s.response, "answer_value": self.record["answer_value"]}
-                if "level" in self.record:
-                    item["level"] = self.record["level"]
-                item["strategy"] = s.strategy
-                items.append(item)
-        return items
+        return [training_record(self.record, s.response, s.strategy) for s in self.samples if s.correct and s.round > 0]
