@@ -21,6 +21,8 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
+from src.grading.reference import reference_compare
+
 # ---------------------------------------------------------------------------------------------------------------
 # Safe arithmetic: numbers, + - * / // % **, unary +/- and parentheses; everything else is refused unevaluated.
 MAX_EXPR_CHARS = 200  # longer "calculator" expressions are not arithmetic steps of a solution
@@ -89,6 +91,17 @@ def _eval_node(node: ast.AST) -> Fraction:
     raise UnsafeExpression(f"{type(node).__name__} not allowed")
 
 
+def _parse_bounded(text: str, max_nodes: int) -> ast.Expression:
+    """The syntax tree of ``text`` (parsed, never run), refused when it is not an expression or too large."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
+        raise UnsafeExpression(f"not an arithmetic expression ({type(err).__name__})") from None
+    if sum(1 for _ in ast.walk(tree)) > max_nodes:
+        raise UnsafeExpression(f"more than {max_nodes} syntax nodes")
+    return tree
+
+
 def safe_arithmetic(expr: str) -> Fraction:
     """Value of a plain arithmetic expression, computed exactly; refuse anything else without running it.
 
@@ -103,13 +116,7 @@ def safe_arithmetic(expr: str) -> Fraction:
         raise UnsafeExpression("empty expression")
     if len(text) > MAX_EXPR_CHARS:
         raise UnsafeExpression(f"expression longer than {MAX_EXPR_CHARS} characters")
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
-        raise UnsafeExpression(f"not an arithmetic expression ({type(err).__name__})") from None
-    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
-        raise UnsafeExpression(f"more than {MAX_NODES} syntax nodes")
-    return _eval_node(tree)
+    return _eval_node(_parse_bounded(text, MAX_NODES))
 
 
 def exact_number(text: str) -> Fraction | None:
@@ -220,7 +227,6 @@ ORIGINAL_ANNOTATION = re.compile(r"<<([^>]*)>>")
 ORIGINAL_MAX_CHARS = 2000  # longer spans between "<<" and ">>" are prose, not a calculator step
 ORIGINAL_MAX_NODES = 400
 ORIGINAL_MAX_INT_DIGITS = 4300  # Python's own cap on str(int): beyond it the original's str(eval(..)) raised
-_CHOICE_TAGS = ("(a)", "(b)", "(c)", "(d)", "(e)", "(f)")
 _PY_BINOPS: dict[type, Callable[[Any, Any], Any]] = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
     ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.BitXor: operator.xor, ast.BitAnd: operator.and_,
@@ -272,24 +278,7 @@ def python_arithmetic(expr: str) -> Any:
     text = expr.lstrip(" \t")  # eval() strips leading blanks of a string too
     if len(text) > ORIGINAL_MAX_CHARS:
         raise UnsafeExpression(f"expression longer than {ORIGINAL_MAX_CHARS} characters")
-    try:
-        tree = ast.parse(text, mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError) as err:
-        raise UnsafeExpression(f"not an arithmetic expression ({type(err).__name__})") from None
-    if sum(1 for _ in ast.walk(tree)) > ORIGINAL_MAX_NODES:
-        raise UnsafeExpression(f"more than {ORIGINAL_MAX_NODES} syntax nodes")
-    return _py_node(tree)
-
-
-def _original_string_match(answer: str, gold: str) -> bool:
-    """The original comparison of two strings when the gold has no numeric form (its ``--check_result`` case)."""
-    if "\\text{" in answer:
-        answer = answer.replace("\\text{", "").rstrip("}")
-    if "\\text{" in gold:
-        gold = gold.replace("\\text{", "").rstrip("}")
-    if gold.lower() in _CHOICE_TAGS:
-        return gold.lower() in answer.lower()
-    return answer.lower() == gold.lower()
+    return _py_node(_parse_bounded(text, ORIGINAL_MAX_NODES))
 
 
 def original_annotation_holds(annotation: str) -> bool:
@@ -301,7 +290,7 @@ def original_annotation_holds(annotation: str) -> bool:
         value = str(python_arithmetic(parts[0]))
     except (UnsafeExpression, ArithmeticError, TypeError, ValueError, RecursionError, MemoryError):
         return False
-    return _original_string_match(value, parts[-1])
+    return reference_compare(value, parts[-1])
 
 
 def check_annotations_original(rationale: str) -> str | None:
