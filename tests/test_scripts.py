@@ -203,10 +203,10 @@ def test_llama3_commands_run_with_the_tiny_model_and_synthetic_data(tmp_path, sy
     env = {"MODEL_PATH": str(trained_tiny_model_dir), "DATA_DIR": str(synthetic_dir), "OUTPUT_DIR": str(tmp_path),
            "NUM_ITERS": "1", "TRAIN_DATASETS": "synthetic", "EVAL_DATASETS": "synthetic synthetic_heldout",
            "ORIGINAL_DATA": str(synthetic_dir / "train" / "cot" / "synthetic.json"), "DATA_NAME": "synthetic",
-           "DEVICE_NUM": "1", "MAX_MODEL_LEN": "1024", "MAX_LENGTH": "96", "SAMPLE_NUM": "2",
+           "DEVICE_NUM": "1", "MAX_MODEL_LEN": "1024", "MAX_LENGTH": "96", "SAMPLE_NUM": "2", "MIN_CORRECT_NUM": "2",
            "MAX_RESAMPLE_NUM": "1", "CHECK_RESULT": "true", "INCLUDE_ORIGINAL": "true", "SEED": "0"}
     stages = dict(dry_run(SCRIPTS / "llama3" / "cot_train_state_reset.sh", **env))
-    exp = tmp_path / "llama3-8b_cot" / "state_reset_sample_2_correct_4_max_1_orig_true_preiter_false"
+    exp = tmp_path / "llama3-8b_cot" / "state_reset_sample_2_correct_2_max_1_orig_true_preiter_false"
     it = exp / "iter_0"
 
     def run(stage: str) -> None:
