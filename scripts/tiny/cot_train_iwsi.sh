@@ -11,7 +11,7 @@ set -euo pipefail
 : "${PROFILE:=tiny}" "${MODE:=cot}" "${IWSI_VARIANT:=iwsi}" "${EXP_TAG:=$IWSI_VARIANT}" "${STRATEGY:=vanilla}" \
     "${MAX_RESAMPLE_NUM:=0}" "${SAMPLE_NUM:=15}" "${TEMPERATURE:=1.1}" "${CHECK_RESULT:=false}"
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
 # shellcheck source=scripts/_iwsi.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_iwsi.sh"
+source "$GSI_REPO/scripts/_iwsi.sh"
 gsi_main

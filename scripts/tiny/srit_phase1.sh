@@ -9,7 +9,7 @@
 set -euo pipefail
 : "${PROFILE:=tiny}" "${MODE:=cot}" "${EXP_TAG:=srit}" "${STRATEGY:=vanilla}" "${MAX_RESAMPLE_NUM:=0}"
 # shellcheck source=scripts/_common.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
 # shellcheck source=scripts/_srit.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../_srit.sh"
+source "$GSI_REPO/scripts/_srit.sh"
 gsi_srit_phase1
