@@ -22,7 +22,7 @@ Every sample lands in exactly one bucket of the counts: ``wrong_answer`` (not am
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from src.datasets import get_dataset
@@ -83,6 +83,7 @@ class SampledSet:
     source: str  # the results.json path, for messages
     strategy: str | None = None  # from sampling_stats.json: which strategy produced the non-initial samples
     sample_num: int | None = None  # initial samples per query (the first sample_num entries of ``pred``)
+    mode: str = "cot"  # from sampling_stats.json: cot rationales or pot programs (how a re-grade reads ``pred``)
 
     @property
     def label(self) -> str:
@@ -226,7 +227,8 @@ def load_sampled(paths: Iterable[str | Path], dataset_names: list[str] | None = 
                 raise RecordError(f"{stats_file}: expected a JSON object")
             sets.append(SampledSet(
                 dataset=_dataset_of(file, stats, given), items=items, source=str(file),
-                strategy=(stats or {}).get("strategy"), sample_num=(stats or {}).get("sample_num")))
+                strategy=(stats or {}).get("strategy"), sample_num=(stats or {}).get("sample_num"),
+                mode=(stats or {}).get("mode", "cot")))
     if not sets:
         raise RecordError("no sampling results given")
     return sets
@@ -298,6 +300,37 @@ class GenerateConfig:
     ds_max_length: int = field(default=1024, metadata={"help": "IWSI: truncate scored sequences to this length"})
 
 
+def regrade(sampled: list[SampledSet], grader: str) -> list[SampledSet]:
+    """Every sample (``pred``) graded again with ``grader``; ``correct_pred``/``correct_strategy`` rebuilt from it.
+
+    A sample's strategy follows its position (the first ``sample_num`` are the initial ones, the rest the run's
+    strategy), as the counts read it. PoT programs run in the sandbox.
+    """
+    from src.grading import grade_batch
+
+    out = []
+    for sset in sampled:
+        if sset.dataset is None:
+            raise RecordError(f"{sset.source}: --grader needs the data set (no sampling_stats.json beside it): "
+                              "give --dataset_name")
+        flat = [(item, i, p) for item in sset.items for i, p in enumerate(item["pred"])]
+        grades = grade_batch([p for _, _, p in flat], [item["answer_value"] for item, _, _ in flat], sset.dataset,
+                             mode=sset.mode, options=[item.get("options") for item, _, _ in flat], grader=grader)
+        correct: dict[int, list[tuple[int, str]]] = {}
+        for (item, i, p), g in zip(flat, grades):
+            if g.correct:
+                correct.setdefault(id(item), []).append((i, p))
+        n_init = sset.sample_num if sset.sample_num is not None else len(flat)
+        items = []
+        for item in sset.items:
+            kept = correct.get(id(item), [])
+            items.append({**item, "correct_pred": [p for _, p in kept],
+                          "correct_strategy": ["initial" if i < n_init else (sset.strategy or "initial")
+                                               for i, _ in kept]})
+        out.append(replace(sset, items=items))
+    return out
+
+
 def counts_path(next_iter_data_path: str | Path) -> Path:
     """``<stem>.counts.json`` beside the data file."""
     path = Path(next_iter_data_path)
@@ -337,6 +370,8 @@ def generate_next_iteration(cfg: GenerateConfig) -> Counts:
             raise RecordError("--include_pre_iter_data needs --pre_iter_data_path")
         pre_iter = load_records(cfg.pre_iter_data_path, "train")
     sampled = load_sampled(cfg.cur_sampled_data_path, cfg.dataset_name)
+    if cfg.grader is not None:
+        sampled = regrade(sampled, cfg.grader)
     if cfg.check_result and cfg.check_mode == "strict":
         unknown = [s.source for s in sampled if s.dataset is None]
         if unknown:

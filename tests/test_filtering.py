@@ -233,3 +233,24 @@ def test_bad_input_on_the_command_line_exits_2_with_one_line(tmp_path):
     assert proc.returncode == 2 and str(bad) in proc.stderr and "correct_pred" in proc.stderr
     assert proc.stderr.startswith("generate_train_data.py: error: ") and proc.stderr.count("\n") == 1
     assert not out.exists()
+
+
+def test_grader_flag_regrades_every_sample(tmp_path):
+    """--grader re-grades pred instead of trusting correct_pred: the project grader reads the right side of
+    "107 - 7 = 100", the original's does not (tests/fixtures/reference_grader holds that decision)."""
+    sampled = tmp_path / "inference_data"
+    sampled.mkdir()
+    preds = ["We compute.\nThe answer is 107 - 7 = 100.", "We compute.\nThe answer is 100.", "The answer is 7."]
+    (sampled / "results.json").write_text(json.dumps([{
+        "item_id": "gsm8k_1", "question": "q?", "answer_cot": "a", "answer_value": "100", "pred": preds,
+        "pred_value": ["", "", ""], "correct_pred": [], "correct_strategy": []}]))
+    (sampled / "sampling_stats.json").write_text(json.dumps({"dataset": "gsm8k", "strategy": "state_reset",
+                                                             "sample_num": 1, "mode": "cot"}))
+    kept = {}
+    for grader in ("project", "reference"):
+        out = tmp_path / grader / "train.json"
+        assert generate_main(["--cur_sampled_data_path", str(sampled), "--next_iter_data_path", str(out),
+                              "--grader", grader, "--record_strategy"]) in (0, None)
+        kept[grader] = [(r["answer_cot"], r["strategy"]) for r in json.loads(out.read_text())]
+    assert kept["project"] == [(preds[0], "initial"), (preds[1], "state_reset")]
+    assert kept["reference"] == [(preds[1], "state_reset")]
