@@ -380,10 +380,9 @@ def _make_accelerator(cfg: TrainConfig):
                        project_dir=str(Path(cfg.model_dir) / "runs"), kwargs_handlers=kwargs)
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Fine-tune ``cfg.model_name_or_path`` on ``cfg.train_file``; return ``cfg.model_dir/model``."""
-    t_start = time.time()
-    records = validate_train_file(cfg.train_file)  # bad input fails here: before the model loads, nothing written
+def _check_records(cfg: TrainConfig) -> tuple[list[dict], list[float] | None]:
+    """The training records and their IWSI-w weights; bad input fails here, before the model loads."""
+    records = validate_train_file(cfg.train_file)
     from src.iwsi import sample_weights
 
     weights = sample_weights(records, cfg.sample_weight_field, cfg.sample_weight_clip, cfg.train_file)
@@ -395,20 +394,11 @@ def train(cfg: TrainConfig) -> Path:
         raise ValueError(f"--lr_scheduler must be linear or cosine, got {cfg.lr_scheduler!r}")
     if cfg.torch_dtype not in TORCH_DTYPES:
         raise ValueError(f"--torch_dtype must be one of {', '.join(TORCH_DTYPES)}, got {cfg.torch_dtype!r}")
+    return records, weights
 
-    import torch
-    from accelerate.utils import set_seed
-    from torch.utils.data import DataLoader
-    from transformers import AutoTokenizer
 
-    # A process group that exists already belongs to someone else (an in-process vLLM engine in the demo and the
-    # tests): training must not destroy it at the end, or vLLM's own shutdown fails at interpreter exit.
-    group_was_ours = not (torch.distributed.is_available() and torch.distributed.is_initialized())
-    accelerator = _make_accelerator(cfg)
-    model_dir = Path(cfg.model_dir)
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
-    if tokenizer.pad_token_id is None:  # Llama-3 has no pad token; padding is masked, so EOS serves
-        tokenizer.pad_token = tokenizer.eos_token
+def _examples(cfg: TrainConfig, records: list[dict], weights: list[float] | None, tokenizer) -> list[dict]:
+    """Tokenized examples with their per-sample (IWSI-w) and per-token (TriPosT) weights."""
     examples = tokenize_examples(records, tokenizer, cfg.max_input_length, cfg.prompt_bos, cfg.strip_text)
     for example, weight in zip(examples, weights or []):
         example["sample_weight"] = weight
@@ -416,65 +406,92 @@ def train(cfg: TrainConfig) -> Path:
         from src.tripost.data import add_section_weights
 
         add_section_weights(examples, records, tokenizer, cfg.section_weight, cfg.strip_text)
-    lengths = [len(e["input_ids"]) for e in examples]
+    return examples
 
+
+def _sync_deepspeed(cfg: TrainConfig, accelerator) -> None:
+    """DeepSpeed reads batch size, clipping and accumulation from its own config: make it agree with ours."""
     ds_plugin = accelerator.state.deepspeed_plugin
-    if ds_plugin is not None:  # DeepSpeed reads batch size, clipping and accumulation from its config
-        ds_cfg = ds_plugin.deepspeed_config
-        if isinstance(ds_cfg.get("gradient_accumulation_steps"), int):
-            accelerator.gradient_accumulation_steps = ds_cfg["gradient_accumulation_steps"]
-        ds_cfg["gradient_accumulation_steps"] = accelerator.gradient_accumulation_steps
-        ds_cfg["train_micro_batch_size_per_gpu"] = cfg.batch_size
-        ds_cfg["gradient_clipping"] = cfg.clip_grad_norm
-    ga, n_proc, rank = accelerator.gradient_accumulation_steps, accelerator.num_processes, accelerator.process_index
-    group = ga * n_proc
-    steps_per_epoch = len(epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, 0, group)) // group
-    total_steps = steps_per_epoch * cfg.n_epochs
-    if cfg.max_steps > 0:
-        total_steps = min(total_steps, cfg.max_steps)
-    warmup = warmup_steps_for(cfg, total_steps)
+    if ds_plugin is None:
+        return
+    ds_cfg = ds_plugin.deepspeed_config
+    if isinstance(ds_cfg.get("gradient_accumulation_steps"), int):
+        accelerator.gradient_accumulation_steps = ds_cfg["gradient_accumulation_steps"]
+    ds_cfg["gradient_accumulation_steps"] = accelerator.gradient_accumulation_steps
+    ds_cfg["train_micro_batch_size_per_gpu"] = cfg.batch_size
+    ds_cfg["gradient_clipping"] = cfg.clip_grad_norm
 
-    set_seed(cfg.seed)
-    model = load_model(cfg, accelerator)
-    optimizer = make_optimizer(cfg, model, accelerator)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_at(s, total_steps, warmup, 1.0, cfg.lr_scheduler))  # a multiplier of the peak
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
 
-    run_shape = {"batch_size": cfg.batch_size, "num_processes": n_proc, "gradient_accumulation_steps": ga,
-                 "effective_batch_size": cfg.batch_size * group, "total_steps": total_steps,
-                 "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup, "n_examples": len(examples)}
-    step, log, resumed_from = 0, [], None
-    ckpts = checkpoint_dirs(model_dir) if cfg.resume else []
-    if ckpts:
+@dataclass
+class _Run:
+    """One training run's moving parts and progress (what a checkpoint saves and a resume restores)."""
+
+    cfg: TrainConfig
+    accelerator: Any
+    tokenizer: Any
+    examples: list[dict]
+    model_dir: Path
+    run_shape: dict[str, Any]
+    t_start: float
+    step: int = 0
+    log: list[dict] = field(default_factory=list)
+    resumed_from: int | None = None
+    t_loop: float = 0.0  # when the optimizer steps began (train_seconds excludes loading)
+
+    def state(self) -> dict:
+        return {"step": self.step, "run_shape": self.run_shape, "log": self.log, "resumed_from_step": self.resumed_from,
+                "config": asdict(self.cfg), "wall_seconds": round(time.time() - self.t_start, 3)}
+
+    def resume(self) -> None:
+        """Continue from the latest complete checkpoint of the same run shape (``--resume``)."""
+        ckpts = checkpoint_dirs(self.model_dir) if self.cfg.resume else []
+        if not ckpts:
+            return
         saved = json.loads((ckpts[-1] / STATE_FILE).read_text())
-        if saved["run_shape"] != run_shape:
-            raise RuntimeError(f"{ckpts[-1]}: checkpoint of a different run ({saved['run_shape']} vs {run_shape}); "
-                               "delete it or pass --resume false")
-        accelerator.load_state(str(ckpts[-1]))
-        step, log, resumed_from = saved["step"], saved["log"], saved["step"]
-        accelerator.print(f"resuming from {ckpts[-1]} (step {step}/{total_steps})")
+        if saved["run_shape"] != self.run_shape:
+            raise RuntimeError(f"{ckpts[-1]}: checkpoint of a different run ({saved['run_shape']} vs "
+                               f"{self.run_shape}); delete it or pass --resume false")
+        self.accelerator.load_state(str(ckpts[-1]))
+        self.step, self.log, self.resumed_from = saved["step"], saved["log"], saved["step"]
+        self.accelerator.print(f"resuming from {ckpts[-1]} (step {self.step}/{self.run_shape['total_steps']})")
+
+
+def _after_step(run: _Run, model, epoch: int, lr: float, step_loss: float) -> None:
+    """Logging, the progress file and step/epoch checkpoints after one optimizer step."""
+    cfg, accelerator, step = run.cfg, run.accelerator, run.step
+    if cfg.logging_step_freq > 0 and step % cfg.logging_step_freq == 0:
+        accelerator.log({"train/loss": step_loss, "train/lr": lr}, step=step)
     if accelerator.is_main_process:
-        model_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.init_trackers(cfg.wandb_project, config=asdict(cfg),
-                              init_kwargs={"wandb": {"name": cfg.wandb_run_name}} if cfg.wandb_log else {})
+        write_json(run.model_dir / "train_log.json", run.state())
+    epoch_end = step % run.run_shape["steps_per_epoch"] == 0
+    if epoch_end and cfg.logging_epoch_freq > 0 and (epoch + 1) % cfg.logging_epoch_freq == 0:
+        epoch_losses = [e["loss"] for e in run.log if e["epoch"] == epoch]
+        accelerator.print(f"epoch {epoch + 1}: mean loss {sum(epoch_losses) / len(epoch_losses):.4f}")
+    want_ckpt = (cfg.saving_step_freq > 0 and step % cfg.saving_step_freq == 0) or (
+        epoch_end and cfg.saving_epoch_freq > 0 and (epoch + 1) % cfg.saving_epoch_freq == 0)
+    if want_ckpt and cfg.keep_num_ckpt > 0 and step < run.run_shape["total_steps"]:
+        save_checkpoint(accelerator, model, run.tokenizer, run.model_dir, run.state(), cfg.keep_num_ckpt)
 
-    def trainer_state() -> dict:
-        return {"step": step, "run_shape": run_shape, "log": log, "resumed_from_step": resumed_from,
-                "config": asdict(cfg), "wall_seconds": round(time.time() - t_start, 3)}
 
+def _loop(run: _Run, model, optimizer, scheduler, lengths: list[int]) -> None:
+    """The optimizer steps, epoch by epoch, from ``run.step`` (0, or the resumed step) to the total."""
+    import torch
+    from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not (cfg.show_progress
-                                                                          and accelerator.is_main_process))
+    cfg, accelerator = run.cfg, run.accelerator
+    ga, n_proc, rank = accelerator.gradient_accumulation_steps, accelerator.num_processes, accelerator.process_index
+    total_steps, steps_per_epoch = run.run_shape["total_steps"], run.run_shape["steps_per_epoch"]
+    bar = tqdm(total=total_steps, initial=run.step, desc="train",
+               disable=not (cfg.show_progress and accelerator.is_main_process))
     model.train()
-    t_loop = time.time()
-    while step < total_steps:
-        epoch, step_in_epoch = divmod(step, steps_per_epoch)
-        batches = epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, epoch, group)[rank::n_proc]
+    t_loop = run.t_loop = time.time()
+    while run.step < total_steps:
+        epoch, step_in_epoch = divmod(run.step, steps_per_epoch)
+        batches = epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, epoch, ga * n_proc)[rank::n_proc]
         batches = batches[step_in_epoch * ga:]  # resume: skip what the finished steps consumed
-        loader = DataLoader(examples, batch_sampler=batches, num_workers=cfg.num_workers,
-                            collate_fn=partial(collate, pad_id=tokenizer.pad_token_id))  # picklable for workers
+        loader = DataLoader(run.examples, batch_sampler=batches, num_workers=cfg.num_workers,
+                            collate_fn=partial(collate, pad_id=run.tokenizer.pad_token_id))  # picklable for workers
         micro_losses, tokens = [], 0
         for batch in loader:
             with accelerator.accumulate(model):
@@ -495,34 +512,71 @@ def train(cfg: TrainConfig) -> Path:
             # one optimizer step done: mean micro-batch loss over accumulation and processes
             step_loss = accelerator.reduce(torch.stack(micro_losses).mean(), reduction="mean").item()
             step_tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), "sum").item())
-            step += 1
-            log.append({"step": step, "epoch": epoch, "loss": round(step_loss, 6), "lr": lr,
-                        "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
-                        "tokens": step_tokens, "elapsed_s": round(time.time() - t_loop, 3)})
+            run.step += 1
+            run.log.append({"step": run.step, "epoch": epoch, "loss": round(step_loss, 6), "lr": lr,
+                            "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),
+                            "tokens": step_tokens, "elapsed_s": round(time.time() - t_loop, 3)})
             micro_losses, tokens = [], 0
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
-            if cfg.logging_step_freq > 0 and step % cfg.logging_step_freq == 0:
-                accelerator.log({"train/loss": step_loss, "train/lr": lr}, step=step)
-            if accelerator.is_main_process:
-                write_json(model_dir / "train_log.json", trainer_state())
-            epoch_end = step % steps_per_epoch == 0
-            if epoch_end and cfg.logging_epoch_freq > 0 and (epoch + 1) % cfg.logging_epoch_freq == 0:
-                epoch_losses = [e["loss"] for e in log if e["epoch"] == epoch]
-                accelerator.print(f"epoch {epoch + 1}: mean loss {sum(epoch_losses) / len(epoch_losses):.4f}")
-            want_ckpt = (cfg.saving_step_freq > 0 and step % cfg.saving_step_freq == 0) or (
-                epoch_end and cfg.saving_epoch_freq > 0 and (epoch + 1) % cfg.saving_epoch_freq == 0)
-            if want_ckpt and cfg.keep_num_ckpt > 0 and step < total_steps:
-                save_checkpoint(accelerator, model, tokenizer, model_dir, trainer_state(), cfg.keep_num_ckpt)
-            if step >= total_steps:
+            _after_step(run, model, epoch, lr, step_loss)
+            if run.step >= total_steps:
                 break
     bar.close()
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Fine-tune ``cfg.model_name_or_path`` on ``cfg.train_file``; return ``cfg.model_dir/model``."""
+    t_start = time.time()
+    records, weights = _check_records(cfg)  # bad input fails here: before the model loads, nothing written
+
+    import torch
+    from accelerate.utils import set_seed
+    from transformers import AutoTokenizer
+
+    # A process group that exists already belongs to someone else (an in-process vLLM engine in the demo and the
+    # tests): training must not destroy it at the end, or vLLM's own shutdown fails at interpreter exit.
+    group_was_ours = not (torch.distributed.is_available() and torch.distributed.is_initialized())
+    accelerator = _make_accelerator(cfg)
+    model_dir = Path(cfg.model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_name_or_path or cfg.model_name_or_path)
+    if tokenizer.pad_token_id is None:  # Llama-3 has no pad token; padding is masked, so EOS serves
+        tokenizer.pad_token = tokenizer.eos_token
+    examples = _examples(cfg, records, weights, tokenizer)
+    lengths = [len(e["input_ids"]) for e in examples]
+
+    _sync_deepspeed(cfg, accelerator)
+    ga, n_proc = accelerator.gradient_accumulation_steps, accelerator.num_processes
+    group = ga * n_proc
+    steps_per_epoch = len(epoch_micro_batches(lengths, cfg.batch_size, cfg.seed, 0, group)) // group
+    total_steps = steps_per_epoch * cfg.n_epochs
+    if cfg.max_steps > 0:
+        total_steps = min(total_steps, cfg.max_steps)
+    warmup = warmup_steps_for(cfg, total_steps)
+
+    set_seed(cfg.seed)
+    model = load_model(cfg, accelerator)
+    optimizer = make_optimizer(cfg, model, accelerator)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_at(s, total_steps, warmup, 1.0, cfg.lr_scheduler))  # a multiplier of the peak
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    run_shape = {"batch_size": cfg.batch_size, "num_processes": n_proc, "gradient_accumulation_steps": ga,
+                 "effective_batch_size": cfg.batch_size * group, "total_steps": total_steps,
+                 "steps_per_epoch": steps_per_epoch, "warmup_steps": warmup, "n_examples": len(examples)}
+    run = _Run(cfg, accelerator, tokenizer, examples, model_dir, run_shape, t_start)
+    run.resume()
+    if accelerator.is_main_process:
+        model_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.init_trackers(cfg.wandb_project, config=asdict(cfg),
+                              init_kwargs={"wandb": {"name": cfg.wandb_run_name}} if cfg.wandb_log else {})
+    _loop(run, model, optimizer, scheduler, lengths)
 
     out = model_dir / "model"
     save_hf_model(accelerator, model, tokenizer, out)
     if accelerator.is_main_process:
-        final = trainer_state()
-        final.update(finished=True, train_seconds=round(time.time() - t_loop, 3))
+        final = run.state()
+        final.update(finished=True, train_seconds=round(time.time() - run.t_loop, 3))
         write_json(model_dir / "train_log.json", final)
     for tracker in accelerator.trackers:  # what accelerator.end_training() does, minus a foreign group's teardown
         tracker.finish()
