@@ -473,14 +473,74 @@ def _reap(block: bool = False) -> None:
             _pending_reap.remove(pid)
 
 
-def run_program(code: str, timeout: float, memory_mb: int, output_bytes: int, file_bytes: int) -> dict:
-    """Helper side: fork one sandboxed child for ``code``, collect its output, enforce the wall timeout."""
+def _scratch_dir() -> tuple[str, str]:
+    """A fresh ``(base, workdir)``: the program's only writable place, owned by nobody when we are root."""
     base = tempfile.mkdtemp(prefix="pot_")
     workdir = os.path.join(base, "work")
     os.mkdir(workdir, 0o700)
     if os.geteuid() == 0:
         os.chown(workdir, NOBODY, NOBODY)
         os.chmod(base, 0o711)
+    return base, workdir
+
+
+def _collect(fds: tuple[int, int, int], deadline: float, output_bytes: int) -> tuple[bytearray, bytearray,
+                                                                                        bytearray, str | None]:
+    """Read the child's stdout, stderr and status pipes until they close, the deadline passes or output overflows."""
+    r_out, r_err, r_st = fds
+    out, err, reported = bytearray(), bytearray(), bytearray()
+    open_fds = {r_out: out, r_err: err, r_st: reported}
+    status = None
+    while open_fds and status is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return out, err, reported, "timeout"
+        ready, _, _ = select.select(list(open_fds), [], [], remaining)
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                del open_fds[fd]
+                continue
+            buf = open_fds[fd]
+            if fd == r_st:
+                buf += chunk[:16]
+            elif len(buf) < output_bytes:
+                buf += chunk[: output_bytes - len(buf)]
+            elif fd == r_out:
+                status = "output_limit"
+    return out, err, reported, status
+
+
+def _wait_until(pid: int, deadline: float) -> int | None:
+    """The child's exit code (negative: signal), or None when the deadline passes first."""
+    while True:
+        done, wstatus = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(wstatus)
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.002)
+
+
+def _final_status(status: str | None, code_or_sig: int, err: bytearray, output_bytes: int) -> str:
+    """ok / error / timeout from how the child ended; the reason is appended to ``err``."""
+    if status is None:
+        status = "ok" if code_or_sig == 0 else "error"
+    elif status == "output_limit":
+        err += f"\nsandbox: output over {output_bytes} bytes, program killed".encode()
+        status = "error"
+    if status == "error" and code_or_sig < 0:
+        sig = -code_or_sig
+        reason = "CPU time limit" if sig == signal.SIGXCPU else signal.Signals(sig).name
+        err += f"\nsandbox: killed by {reason}".encode()
+        if sig == signal.SIGXCPU:
+            status = "timeout"
+    return status
+
+
+def run_program(code: str, timeout: float, memory_mb: int, output_bytes: int, file_bytes: int) -> dict:
+    """Helper side: fork one sandboxed child for ``code``, collect its output, enforce the wall timeout."""
+    base, workdir = _scratch_dir()
     _reap(block=len(_pending_reap) > 16)
     r_out, w_out = os.pipe()
     r_err, w_err = os.pipe()
@@ -497,43 +557,15 @@ def run_program(code: str, timeout: float, memory_mb: int, output_bytes: int, fi
             os._exit(111)
     for fd in (w_out, w_err, w_st):
         os.close(fd)
-    out, err, reported = bytearray(), bytearray(), bytearray()
-    open_fds = {r_out: out, r_err: err, r_st: reported}
-    status = None
     deadline = start + timeout
-    while open_fds:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            status = "timeout"
-            break
-        ready, _, _ = select.select(list(open_fds), [], [], remaining)
-        for fd in ready:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                del open_fds[fd]
-                continue
-            buf = open_fds[fd]
-            if fd == r_st:
-                buf += chunk[:16]
-            elif len(buf) < output_bytes:
-                buf += chunk[: output_bytes - len(buf)]
-            elif fd == r_out:
-                status = "output_limit"
-        if status:
-            break
+    out, err, reported, status = _collect((r_out, r_err, r_st), deadline, output_bytes)
     exited = None
     if status is None and not reported.isdigit():
         # Every pipe closed without a report (os._exit, a crash, or a program closing its descriptors and
         # sleeping): wait for the exit, but never past the deadline.
-        while exited is None:
-            done, wstatus = os.waitpid(pid, os.WNOHANG)
-            if done:
-                exited = os.waitstatus_to_exitcode(wstatus)
-            elif time.monotonic() >= deadline:
-                status = "timeout"
-                break
-            else:
-                time.sleep(0.002)
+        exited = _wait_until(pid, deadline)
+        if exited is None:
+            status = "timeout"
     _kill_group(pid)  # also ends anything the program left behind in its group
     if exited is not None:
         code_or_sig = exited
@@ -545,17 +577,7 @@ def run_program(code: str, timeout: float, memory_mb: int, output_bytes: int, fi
     for fd in (r_out, r_err, r_st):
         os.close(fd)
     shutil.rmtree(base, ignore_errors=True)
-    if status is None:
-        status = "ok" if code_or_sig == 0 else "error"
-    elif status == "output_limit":
-        err += f"\nsandbox: output over {output_bytes} bytes, program killed".encode()
-        status = "error"
-    if status == "error" and code_or_sig < 0:
-        sig = -code_or_sig
-        reason = "CPU time limit" if sig == signal.SIGXCPU else signal.Signals(sig).name
-        err += f"\nsandbox: killed by {reason}".encode()
-        if sig == signal.SIGXCPU:
-            status = "timeout"
+    status = _final_status(status, code_or_sig, err, output_bytes)
     return {"status": status, "stdout": out.decode("utf-8", "replace"),
             "stderr": err[-4000:].decode("utf-8", "replace"), "seconds": time.monotonic() - start}
 
