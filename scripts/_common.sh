@@ -128,9 +128,9 @@ export NUM_SHARDS SHARDS_PER_NODE SHARD_NODES
 # A teacher served on this node shares it with the student's sampling engine: by default the upper half of the
 # GPUs serve the teacher (tensor parallel over them) and the sampling stage runs on the lower half. Set
 # TEACHER_GPUS / SAMPLE_GPUS (comma lists) to split otherwise, TEACHER_GPU_MEM to share GPUs between the two.
-if [[ -n "$TEACHER_SERVE_PATH" && "$STRATEGY" == teacher_help && -n "${GPU_IDS:-}" ]] && ((NUM_GPUS > 1)); then
+if [[ -n "$TEACHER_SERVE_PATH" && "$STRATEGY" == teacher_help && -n "${GPU_IDS:-}" ]] && ((${NUM_GPUS:-0} > 1)); then
     read -r -a _gsi_ids <<< "$GPU_IDS"
-    _gsi_half=$((NUM_GPUS / 2))
+    _gsi_half=$((${NUM_GPUS:-0} / 2))
     : "${SAMPLE_GPUS:=$(IFS=,; echo "${_gsi_ids[*]:0:_gsi_half}")}"
     : "${TEACHER_GPUS:=$(IFS=,; echo "${_gsi_ids[*]:_gsi_half}")}"
 fi
