@@ -526,3 +526,17 @@ def test_every_cli_prints_its_help(cli):
                           timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_greedy_sampling_of_several_samples_is_refused_before_the_engine(tmp_path, capsys):
+    """vLLM refuses n > 1 at temperature 0 only after the engine started: the CLI says so first."""
+    from src.sampling.cli import main
+
+    pool = tmp_path / "pool.json"
+    pool.write_text(json.dumps(POOL))
+    rc = main("vanilla", ["--model_name_or_path", str(REPO / "configs"), "--inference_data_file", str(pool),
+                          "--dataset_name", "gsm8k", "--results_path", str(tmp_path / "out"), "--sample_num", "2",
+                          "--min_correct_num", "1", "--temperature", "0"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--temperature > 0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

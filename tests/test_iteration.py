@@ -19,7 +19,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "tiny" / "cot_train_state_reset.sh"
-EXP = "tiny_cot/state_reset_sample_2_correct_4_max_8_orig_true_preiter_false"
+EXP = "tiny_cot/state_reset_sample_2_correct_2_max_8_orig_true_preiter_false"
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def script_env(out_dir: Path, world: Path, model: Path) -> dict[str, str]:
     return {
         **os.environ, "OUTPUT_DIR": str(out_dir), "DATA_DIR": str(world), "MODEL_PATH": str(model),
         "TINY_SETUP": "0", "NUM_ITERS": "1", "SEED": "0",
-        # sampling: 2 samples, then resampling rounds for every query (min correct 4 > 2 samples)
-        "SAMPLE_NUM": "2", "MIN_CORRECT_NUM": "4", "MAX_RESAMPLE_NUM": "8", "MAX_LENGTH": "128",
+        # sampling: 2 samples, then resampling rounds for every query short of 2 correct (most, on this model)
+        "SAMPLE_NUM": "2", "MIN_CORRECT_NUM": "2", "MAX_RESAMPLE_NUM": "8", "MAX_LENGTH": "128",
         # training: a few DeepSpeed steps with a small rate, so the already trained model stays useful
         "MAX_STEPS": "3", "BATCH_SIZE": "8", "WARMUP_STEP": "0", "LEARNING_RATE": "1e-4",
         "ACCELERATE_CONFIG": "configs/accelerate_cpu_zero2_2proc.yaml",

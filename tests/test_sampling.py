@@ -253,6 +253,7 @@ def test_cli_serves_several_datasets_with_one_engine(llm, synthetic_dir, tmp_pat
     cmd = [sys.executable, "inference_answer_driven.py", "--model_name_or_path", model_dir,
            "--inference_data_file", str(small), str(small), "--dataset_name", "synthetic", "gsm8k",
            "--results_path", str(out), "--sample_num", "2", "--min_correct_num", "1", "--max_resample_num", "1",
+           "--temperature", "0.7",
            "--max_length", "32", "--max_model_len", "512", "--cpu_kvcache_gib", "1", "--no_progress"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -66,7 +66,9 @@ PAPER_NODE = {"GPU_IDS": "0 1 2 3 4 5 6 7"}  # the paper's 8 GPUs, whatever this
 
 def dry_run_output(script: Path, cwd: Path | None = None, **env: str) -> str:
     """The script's DRY_RUN=1 output (settings, preflight and stage lines)."""
-    proc = subprocess.run(["bash", str(script)], env={**os.environ, "DRY_RUN": "1", **PAPER_NODE, **env},
+    # the in-process test engine sets VLLM_ENABLE_V1_MULTIPROCESSING for this process: a user's shell has not
+    base = {k: v for k, v in os.environ.items() if k != "VLLM_ENABLE_V1_MULTIPROCESSING"}
+    proc = subprocess.run(["bash", str(script)], env={**base, "DRY_RUN": "1", **PAPER_NODE, **env},
                           capture_output=True, text=True, timeout=120, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
