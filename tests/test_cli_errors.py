@@ -534,7 +534,10 @@ def test_greedy_sampling_of_several_samples_is_refused_before_the_engine(tmp_pat
 
     pool = tmp_path / "pool.json"
     pool.write_text(json.dumps(POOL))
-    rc = main("vanilla", ["--model_name_or_path", str(REPO / "configs"), "--inference_data_file", str(pool),
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    rc = main("vanilla", ["--model_name_or_path", str(model), "--inference_data_file", str(pool),
                           "--dataset_name", "gsm8k", "--results_path", str(tmp_path / "out"), "--sample_num", "2",
                           "--min_correct_num", "1", "--temperature", "0"])
     err = capsys.readouterr().err

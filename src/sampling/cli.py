@@ -92,9 +92,6 @@ def check_sampling_args(strategy: str, data: DataArguments, cfg: SamplingConfig,
         raise UsageError(f"--min_correct_num {cfg.min_correct_num} is more than --sample_num {cfg.sample_num}")
     check_range("max_new_tokens", cfg.max_new_tokens, 1)
     check_range("temperature", cfg.temperature, 0)
-    if cfg.temperature == 0 and cfg.sample_num > 1:  # vLLM refuses n > 1 greedy samples (after the engine start)
-        raise UsageError(f"--sample_num {cfg.sample_num} needs --temperature > 0 (greedy decoding gives one answer "
-                         "per question; the original scripts pass --temperature 0.7)")
     check_range("top_p", cfg.top_p, 0, 1)
     check_range("pot_workers", cfg.pot_workers, 1)
     check_range("device_num", engine_cfg.device_num, 1)
@@ -113,6 +110,9 @@ def check_sampling_args(strategy: str, data: DataArguments, cfg: SamplingConfig,
             raise UsageError(str(err)) from None
     check_model_source("model_name_or_path", engine_cfg.model_name_or_path)
     check_output("results_path", data.results_path, "folder", inputs=files)
+    if cfg.temperature == 0 and cfg.sample_num > 1:  # vLLM refuses n > 1 greedy samples (after the engine start)
+        raise UsageError(f"--sample_num {cfg.sample_num} needs --temperature > 0 (greedy decoding gives one answer "
+                         "per question; the original scripts pass --temperature 0.7)")
     return pools, teacher
 
 
