@@ -470,14 +470,20 @@ gsi_teacher_preflight() {
     fi
 }
 
-# One GSI run: NUM_ITERS iterations of train -> eval -> sample -> generate, each resumable stage by stage.
-gsi_main() {
-    gsi_log "experiment $EXP_DIR (strategy $STRATEGY, mode $MODE, iterations $START_ITER..$((NUM_ITERS - 1)))"
+# Before any stage of a run (every method's main): show the settings, build the tiny world and model when asked,
+# and check that every test set and pool file exists.
+gsi_prepare_run() {
     gsi_settings
-    gsi_teacher_preflight
     if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
     gsi_lookup test "$EVAL_DATASETS"
     gsi_lookup pool "$TRAIN_DATASETS"
+}
+
+# One GSI run: NUM_ITERS iterations of train -> eval -> sample -> generate, each resumable stage by stage.
+gsi_main() {
+    gsi_log "experiment $EXP_DIR (strategy $STRATEGY, mode $MODE, iterations $START_ITER..$((NUM_ITERS - 1)))"
+    gsi_prepare_run
+    gsi_teacher_preflight
     if ((START_ITER == 0)); then gsi_data_stage; fi
     local i
     for ((i = START_ITER; i < NUM_ITERS; i++)); do

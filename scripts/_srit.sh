@@ -84,10 +84,7 @@ gsi_srit_dpo_stage() {
 # Phase 1: demonstrations, instruction tuning of MODEL_PATH on them (train.py), evaluation.
 gsi_srit_phase1() {
     gsi_log "SRIT phase 1 in $EXP_DIR (teacher: ${TEACHER_PATH:-the original data $ORIGINAL_DATA})"
-    gsi_settings
-    if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
-    gsi_lookup test "$EVAL_DATASETS"
-    gsi_lookup pool "$TRAIN_DATASETS"
+    gsi_prepare_run
     gsi_srit_demo_stage
     export ITER_DIR="$EXP_DIR/iter_0" TRAIN_FILE
     TRAIN_FILE="$(gsi_iter_data 0)"

@@ -48,10 +48,7 @@ gsi_tripost_generate_stage() {  # gsi_tripost_generate_stage I: trajectories of 
 gsi_tripost_main() {
     gsi_log "TriPosT $EXP_DIR (verifier $TRIPOST_VERIFIER, improver $TRIPOST_IMPROVER, iterations" \
         "$START_ITER..$((NUM_ITERS - 1)); iteration 0 trains on the original data)"
-    gsi_settings
-    if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
-    gsi_lookup test "$EVAL_DATASETS"
-    gsi_lookup pool "$TRAIN_DATASETS"
+    gsi_prepare_run
     if ((START_ITER == 0)); then gsi_data_stage; fi
     local i
     for ((i = START_ITER; i < NUM_ITERS; i++)); do
