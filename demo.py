@@ -40,13 +40,15 @@ def run(argv: list[str] | None) -> None:
     quiet_environment()
     cfg = parse(sys.argv[1:] if argv is None else argv)
     check_demo_args(cfg)
-    from src.demo import Runner
-    from src.demo_summary import format_table
+    import importlib
+
+    from src.demo import EXPERIMENTS, Runner
 
     with output_lock(cfg.out_dir):
         summary = Runner(cfg).run()
-    print(format_table(summary))
-    print(f"\nsummary: {cfg.out_dir}/summary.json")
+    print(importlib.import_module(EXPERIMENTS[cfg.experiment]).format_table(summary))
+    where = cfg.out_dir if cfg.experiment == "gsi" else f"{cfg.out_dir}/{cfg.experiment}"
+    print(f"\nsummary: {where}/summary.json")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,10 @@ from src.records import load_records, write_json
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
 ARMS = ("control", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven")
 GUIDED = ("state_reset", "answer_driven", "rationale_driven")  # resampling strategies with the gold as guidance
+# demo.py --experiment NAME: the module whose ``run_experiment(runner) -> summary`` and ``format_table(summary)``
+# run the method's controlled experiment from the shared world and base ("gsi" is this module's own run)
+EXPERIMENTS = {"gsi": "src.demo_summary", "iwsi": "src.demo_iwsi", "srit": "src.demo_srit",
+               "tripost": "src.demo_tripost"}
 
 
 @dataclass
@@ -47,6 +51,9 @@ class DemoConfig:
     """Every setting of the demo (one flag each: ``demo.py --help``)."""
 
     out_dir: str = field(default="output/demo", metadata={"help": "where every stage writes (cached stages)"})
+    experiment: str = field(default="gsi", metadata={
+        "help": "gsi: the GSI experiment (make demo); iwsi, srit, tripost: that method's controlled experiment from "
+                "the same world and base, written under <out_dir>/<experiment>/", "choices": list(EXPERIMENTS)})
     scale: str = field(default="default", metadata={
         "help": "preset: default (make demo, 12.5 min on 2 cores), large (more seeds, bigger world), test (minutes); "
                 "explicit flags override the preset", "choices": ["default", "large", "test"]})
@@ -114,6 +121,10 @@ SCALES: dict[str, dict[str, Any]] = {
 # ----------------------------------------------------------------------------------------------------- stages
 def _key(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_sha(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
 @dataclass
@@ -202,7 +213,8 @@ class Runner:
         wc = WorldConfig(seed=c.world_seed, n_train=c.n_original, n_pool=c.n_pool,
                          n_test_held_in=6 * c.test_per_level, n_test_held_out=6 * c.test_per_level,
                          train_family=c.train_family)
-        self.world_key = asdict(wc)
+        # the generator's source is part of the key: a changed template rewrites the world (and what depends on it)
+        self.world_key = {**asdict(wc), "generator": _file_sha(Path(__file__).with_name("synthetic.py"))}
 
         def run(st: Stage) -> dict:
             paths = write_world(wc, st.dir / "data")
@@ -215,7 +227,11 @@ class Runner:
 
         c = self.cfg
         data = self.out / "world" / "data"
-        self.base_key = {"world": self.world_key, "steps": c.base_steps, "lr": c.base_lr, "seed": c.base_seed,
+        # the base depends on O and P only (their text trains the tokenizer, O the weights): a held-out test change
+        # keeps it
+        self.base_key = {"data": [_file_sha(data / "train" / "cot" / "synthetic.json"),
+                                  _file_sha(data / "inference" / "cot" / "synthetic.json")],
+                         "steps": c.base_steps, "lr": c.base_lr, "seed": c.base_seed,
                          "batch": c.batch_size, "tiny": asdict(TinyModelConfig(seed=c.base_seed)),
                          "init": c.init_model_dir}
 
@@ -376,10 +392,18 @@ class Runner:
         return self.stage(f"train {arm} seed {seed}", f"arms/{arm}/seed{seed}", key, run)
 
     def run(self) -> dict:
-        t0 = time.perf_counter()
-        self.arm_keys: dict[tuple[str, int], Any] = {}
+        """World and base, then the chosen experiment; returns its summary (also written as summary.json)."""
+        import importlib
+
         self.world()
         self.base()
+        if self.cfg.experiment != "gsi":
+            return importlib.import_module(EXPERIMENTS[self.cfg.experiment]).run_experiment(self)
+        return self.run_gsi()
+
+    def run_gsi(self) -> dict:
+        t0 = time.perf_counter()
+        self.arm_keys: dict[tuple[str, int], Any] = {}
         self.evaluate("base", self.out / "base" / "model", self.base_key)
         self.sample()
         for arm in self.cfg.arms:
