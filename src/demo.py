@@ -252,7 +252,10 @@ class Runner:
 
         return self.stage("base", "base", self.base_key, run)
 
-    def train(self, init: Path, train_file: Path, model_dir: Path, steps: int, lr: float, seed: int) -> Path:
+    def train(self, init: Path, train_file: Path, model_dir: Path, steps: int, lr: float, seed: int,
+              extra: dict[str, Any] | None = None) -> Path:
+        """src.training with the demo's recipe; ``extra``: further TrainConfig fields (e.g. IWSI-w's sample
+        weights), everything else unchanged."""
         import torch
 
         from src.training import TrainConfig, train
@@ -264,7 +267,7 @@ class Runner:
                          batch_size=c.batch_size, n_epochs=10_000, max_steps=steps, learning_rate=lr,
                          warmup_step=max(1, steps // 20), lr_scheduler="cosine", adam_beta1=0.9, adam_beta2=0.98,
                          seed=seed, keep_num_ckpt=0, saving_epoch_freq=0, logging_epoch_freq=0,
-                         show_progress=c.progress, resume=False, max_input_length=1024)
+                         show_progress=c.progress, resume=False, max_input_length=1024, **(extra or {}))
         return train(tc)
 
     def evaluate(self, name: str, model_dir: Path, model_key: Any) -> dict:
