@@ -80,16 +80,21 @@ case "$PROFILE" in
         : "${TEACHER_MODEL:=Meta-Llama-3-70B-Instruct}"
         ;;
     tiny)  # 1M-parameter Llama + synthetic world on 2 CPU cores (DeepSpeed ZeRO-2, 2 processes, gloo)
-        : "${MODEL_PATH:=output/tiny/base_model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=data/synthetic}"
-        : "${TINY_SETUP:=1}" "${DATA_NAME:=synthetic}" "${TRAIN_DATASETS:=synthetic}"
+        # the demo's world and base (trained from scratch on O past its phase transition), built by the demo's own
+        # stages in TINY_BASE_DIR (scripts/tiny/base.py; TINY_BASE_ARGS: more demo.py flags) and shared with
+        # `make demo`. TINY_SETUP=0: MODEL_PATH and DATA_DIR are used as they are (tests inject a small model).
+        : "${TINY_SETUP:=1}" "${TINY_BASE_DIR:=${OUTPUT_DIR:-output}/demo}" "${TINY_BASE_ARGS:=}"
+        : "${MODEL_PATH:=$TINY_BASE_DIR/base/model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=$TINY_BASE_DIR/world/data}"
+        : "${DATA_NAME:=synthetic}" "${TRAIN_DATASETS:=synthetic}"
         : "${EVAL_DATASETS:=synthetic synthetic_heldout}" "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/synthetic.json}"
         : "${DEVICE_NUM:=1}" "${MAX_LENGTH:=256}" "${MAX_MODEL_LEN:=1024}" "${CHECK_RESULT:=true}"
         # this project's filter, not the original's (docs/FIDELITY.md): strict process check, no duplicates
         : "${FILTER_ARGS:=--check_mode strict --dedupe --merged_first --record_strategy}"
-        : "${ACCELERATE_CONFIG:=configs/accelerate_cpu_zero2_2proc.yaml}" "${BATCH_SIZE:=16}"
-        # a 1M-parameter model trained from scratch needs a far higher rate and more steps than an 8B model
-        : "${LEARNING_RATE:=5e-3}" "${LR_SCHEDULER:=cosine}" "${N_EPOCHS:=100}" "${MAX_STEPS:=300}"
-        : "${WARMUP_STEP:=30}" "${KEEP_NUM_CKPT:=0}" "${TRAIN_EXTRA_ARGS:=--adam_beta2 0.98}"
+        : "${ACCELERATE_CONFIG:=configs/accelerate_cpu_zero2_2proc.yaml}"
+        # every iteration retrains the base like the demo's arms: 200 steps, lr 1e-3 (5% warm-up, cosine), AdamW
+        # (0.9, 0.98), 16 sequences per step (8 on each of the 2 processes)
+        : "${BATCH_SIZE:=8}" "${LEARNING_RATE:=1e-3}" "${LR_SCHEDULER:=cosine}" "${N_EPOCHS:=100}"
+        : "${MAX_STEPS:=200}" "${WARMUP_STEP:=10}" "${KEEP_NUM_CKPT:=0}" "${TRAIN_EXTRA_ARGS:=--adam_beta2 0.98}"
         # teacher_help: a stand-in teacher served locally (a 1M-parameter model cannot really critique; this
         # exercises the machinery). On a cluster point TEACHER_BASE_URL at Llama-3-70B-Instruct instead.
         : "${TEACHER_MODEL:=tiny-teacher}" "${TEACHER_SERVE_PATH:=$MODEL_PATH}" "${TEACHER_PORT:=8011}"
@@ -402,19 +407,24 @@ gsi_teacher_down() {
 }
 
 # ------------------------------------------------------------------------------------------------ main
-# The embedded default builds its synthetic world and tiny base model when they are missing.
+# The embedded default's world and base: the demo's stages, cached in TINY_BASE_DIR (a finished one is skipped).
 gsi_tiny_setup() {
-    local setup_dir="$OUTPUT_DIR/$MODEL_TAG/setup"
-    if [[ ! -f "$DATA_DIR/world_config.json" || -f "$setup_dir/stages/world.json.attempt" ]]; then
-        STAGE_INPUTS=() STAGE_OUTPUTS=("$DATA_DIR") STAGE_RESUMABLE=()
-        EXP_DIR="$setup_dir" gsi_stage world "$setup_dir" "$PYTHON" -m src.synthetic --out_dir "$DATA_DIR" \
-            --seed "$SEED"
+    : "${TINY_BASE_DIR:?TINY_SETUP=1 needs PROFILE=tiny}"
+    if [[ "$MODEL_PATH" != "$TINY_BASE_DIR/base/model" || "$DATA_DIR" != "$TINY_BASE_DIR/world/data" ]]; then
+        gsi_log "TINY_SETUP=1 builds the base in TINY_BASE_DIR=$TINY_BASE_DIR, but MODEL_PATH or DATA_DIR points" \
+            "elsewhere: set TINY_BASE_DIR, or TINY_SETUP=0 to use MODEL_PATH and DATA_DIR as they are"
+        exit 2
     fi
-    if [[ ! -f "$MODEL_PATH/tiny_config.json" || -f "$setup_dir/stages/base_model.json.attempt" ]]; then
-        STAGE_INPUTS=("$DATA_DIR/train/cot/synthetic.json") STAGE_OUTPUTS=("$MODEL_PATH") STAGE_RESUMABLE=()
-        EXP_DIR="$setup_dir" gsi_stage base_model "$setup_dir" "$PYTHON" -m src.tiny --out_dir "$MODEL_PATH" \
-            --corpus "$DATA_DIR/train/cot/synthetic.json"
+    # shellcheck disable=SC2086
+    local -a cmd=("$PYTHON" scripts/tiny/base.py --out_dir "$TINY_BASE_DIR" $TINY_BASE_ARGS)
+    if [[ "$DRY_RUN" == 1 ]]; then
+        printf '[dry-run] base:'
+        printf ' %q' "${cmd[@]}"
+        printf '\n'
+        return 0
     fi
+    gsi_log "the demo's world and base in $TINY_BASE_DIR (first time: the base trains, ~6 min on 2 idle cores)"
+    "${cmd[@]}" >&2
 }
 
 # What train.py --torch_dtype auto resolves to under ACCELERATE_CONFIG (src.training.load_dtype).

@@ -169,19 +169,77 @@ def test_llama3_scripts_use_the_papers_settings_and_layout(script, tmp_path):
 
 
 @pytest.mark.parametrize("script", TINY, ids=lambda p: p.name)
-def test_tiny_scripts_build_the_embedded_default_and_parse(script, tmp_path):
-    stages = dry_run(script, OUTPUT_DIR=str(tmp_path), DATA_DIR=str(tmp_path / "world"),
-                     MODEL_PATH=str(tmp_path / "base"))
-    assert [s for s, _ in stages] == ["world", "base_model", "data"] + ["train", "eval", "sample", "generate"] * 4
-    assert stages[0][1][1:4] == ["-m", "src.synthetic", "--out_dir"]
-    assert stages[1][1][1:4] == ["-m", "src.tiny", "--out_dir"]
-    train = stages[3][1]
+def test_tiny_scripts_start_from_the_demos_base_and_parse(script, tmp_path):
+    from src.demo import DemoConfig
+
+    base_dir = tmp_path / "demo"
+    stages = dry_run(script, OUTPUT_DIR=str(tmp_path), TINY_BASE_DIR=str(base_dir))
+    assert [s for s, _ in stages] == ["base", "data"] + ["train", "eval", "sample", "generate"] * 4
+    # the demo's own world and base stages (scripts/tiny/base.py), cached in TINY_BASE_DIR
+    assert stages[0][1][1:] == ["scripts/tiny/base.py", "--out_dir", str(base_dir)]
+    assert stages[1][1][1] == str(base_dir / "world" / "data" / "train" / "cot" / "synthetic.json")  # O
+    train = stages[2][1]
     assert train[1:4] == ["launch", "--config_file", "configs/accelerate_cpu_zero2_2proc.yaml"]
     assert (REPO / train[3]).is_file()
-    for _, argv in stages[3:]:
+    for _, argv in stages[2:]:
         parse(argv)
-    _, (gcfg,) = parse(stages[6][1])
+    _, (tcfg,) = parse(train)
+    # every iteration retrains the demo's base as the demo trains its arms: same steps, rate and sequences per step
+    demo = DemoConfig()
+    assert tcfg.model_name_or_path == str(base_dir / "base" / "model")
+    assert (tcfg.max_steps, tcfg.learning_rate, tcfg.batch_size * 2, tcfg.warmup_step, tcfg.lr_scheduler,
+            tcfg.adam_beta2) == (demo.arm_steps, demo.arm_lr, demo.batch_size, demo.arm_steps // 20, "cosine", 0.98)
+    _, (ecfg,) = parse(stages[3][1])
+    assert ecfg.eval_data_file == [str(base_dir / "world" / "data" / "test" / f"{n}.json")
+                                   for n in ("synthetic", "synthetic_heldout")]
+    _, (gcfg,) = parse(stages[5][1])
     assert gcfg.check_result  # the embedded default keeps only samples whose chain holds
+
+
+def test_tiny_setup_refuses_a_model_path_it_would_not_build(tmp_path):
+    """TINY_SETUP=1 builds the base in TINY_BASE_DIR; a MODEL_PATH elsewhere needs TINY_SETUP=0 (tests do that)."""
+    script = SCRIPTS / "tiny" / "cot_train_state_reset.sh"
+    env = {**os.environ, "DRY_RUN": "1", "OUTPUT_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "m")}
+    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "TINY_SETUP=0" in proc.stderr and "[dry-run]" not in proc.stdout
+    stages = dry_run(script, OUTPUT_DIR=str(tmp_path), MODEL_PATH=str(tmp_path / "m"), TINY_SETUP="0")
+    assert stages[0][0] == "data" and flags(stages[1][1], "--model_name_or_path") == [str(tmp_path / "m")]
+
+
+SMALL_BASE = ["--n_original", "40", "--n_pool", "8", "--test_per_level", "2", "--base_steps", "2",
+              "--batch_size", "4", "--progress", "false"]
+
+
+def test_tiny_setup_runs_the_demos_world_and_base_stages_once(tmp_path):
+    """The tiny script's setup for real (a 2-step base): the demo's stages and markers; a rerun finds them cached."""
+    env = {**os.environ, "OUTPUT_DIR": str(tmp_path), "NUM_ITERS": "0", "TINY_BASE_ARGS": " ".join(SMALL_BASE)}
+    first = subprocess.run(["bash", str(SCRIPTS / "tiny" / "cot_train_state_reset.sh")], env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    base_dir = tmp_path / "demo"
+    assert f"MODEL_PATH={base_dir / 'base' / 'model'}" in first.stderr and "[run] base" in first.stderr
+    for stage in ("world", "base"):
+        assert json.loads((base_dir / stage / "stage.json").read_text())["stage"] == stage
+    assert (base_dir / "base" / "model" / "config.json").is_file()
+    exp = tmp_path / "tiny_cot" / "state_reset_sample_8_correct_4_max_8_orig_false_preiter_false"
+    assert (exp / "iter_data" / "synthetic_iter_0.json").read_bytes() == \
+        (base_dir / "world" / "data" / "train" / "cot" / "synthetic.json").read_bytes()
+    weights = (base_dir / "base" / "model" / "model.safetensors").stat().st_mtime_ns
+    again = subprocess.run([sys.executable, "scripts/tiny/base.py", "--out_dir", str(base_dir), *SMALL_BASE],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[cached] world" in again.stderr and "[cached] base" in again.stderr
+    assert again.stdout.splitlines() == [f"DATA_DIR={base_dir / 'world' / 'data'}",
+                                         f"MODEL_PATH={base_dir / 'base' / 'model'}"]
+    assert (base_dir / "base" / "model" / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_tiny_base_bad_flag_is_one_line_and_writes_nothing(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/tiny/base.py", "--out_dir", str(tmp_path / "d"),
+                           "--base_steps", "-1"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["scripts/tiny/base.py: error: --base_steps must be >= 0, got -1"]
+    assert not (tmp_path / "d").exists()
 
 
 def test_override_of_every_setting_reaches_the_commands(tmp_path):
