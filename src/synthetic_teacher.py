@@ -13,7 +13,8 @@ teacher says, with no model in the loop. The reply is deterministic; temperature
 accepted and ignored. A request it cannot answer (unknown question, another prompt, malformed JSON) gets an
 OpenAI-style error body (400; 404 for an unknown model or path), never a crash.
 
-In code: ``with serve_teacher(pool_records) as base_url: TeacherClient(TeacherConfig(MODEL_NAME, base_url))``.
+In code: ``with serve_teacher(pool_records) as base_url: ...`` (a thread; shut down on exit), or
+``with scripted_teacher_client(pool_records) as teacher: run_sampling(..., teacher=teacher)``.
 """
 
 from __future__ import annotations
@@ -293,6 +294,26 @@ def serve_teacher(pool_records: list[dict], port: int = 0, model_name: str = MOD
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@contextlib.contextmanager
+def scripted_teacher_client(pool_records: list[dict], **teacher_settings: Any) -> Iterator[Any]:
+    """:func:`serve_teacher` plus the project's client pointed at it: what ``run_sampling(..., teacher=)`` takes.
+
+        with scripted_teacher_client(pool) as teacher:
+            run = run_sampling(llm, pool, "synthetic", SamplingConfig(strategy="teacher_help"), teacher=teacher)
+
+    ``teacher_settings``: other :class:`src.sampling.TeacherConfig` fields (e.g. ``teacher_max_concurrency``).
+    """
+    from src.sampling.teacher import TeacherClient, TeacherConfig
+
+    with serve_teacher(pool_records) as base_url:
+        client = TeacherClient(TeacherConfig(teacher_model=MODEL_NAME, teacher_base_url=base_url,
+                                             **teacher_settings))
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 @dataclass

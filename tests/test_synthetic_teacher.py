@@ -21,7 +21,7 @@ import pytest
 from src import prompts
 from src.records import load_records
 from src.synthetic import check_synthetic_rationale, first_wrong_synthetic_step
-from src.synthetic_teacher import MODEL_NAME, serve_teacher
+from src.synthetic_teacher import MODEL_NAME, scripted_teacher_client, serve_teacher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -166,17 +166,13 @@ def test_cli_serves_until_terminated(pool_file, pool):
 
 def test_teacher_help_run_against_the_server_keeps_only_process_checked_samples(llm, pool):
     from src.filtering import FilterConfig, SampledSet, build_next_iteration
-    from src.sampling import SamplingConfig, TeacherClient, TeacherConfig, run_sampling
+    from src.sampling import SamplingConfig, run_sampling
 
     items = [r for r in pool if r["level"] <= 2][:8]
     cfg = SamplingConfig(strategy="teacher_help", sample_num=2, min_correct_num=2, max_resample_num=3,
                          max_new_tokens=96, progress=False)
-    with serve_teacher(items) as url:
-        teacher = TeacherClient(TeacherConfig(teacher_model=MODEL_NAME, teacher_base_url=url))
-        try:
-            run = run_sampling(llm, items, "synthetic", cfg, teacher=teacher)
-        finally:
-            teacher.close()
+    with scripted_teacher_client(items) as teacher:
+        run = run_sampling(llm, items, "synthetic", cfg, teacher=teacher)
     exchanges = [(res, h) for res in run.results for h in res["history"]]
     assert exchanges, "no query was below min_correct_num: nothing was asked of the teacher"
     for res, h in exchanges:  # every critique names the process check's first wrong step of ITS wrong answer
