@@ -57,15 +57,19 @@ class RequestError(ValueError):
         return {"error": {"message": str(self), "type": kind, "param": self.param, "code": self.code}}
 
 
-def template_regex(template: str) -> re.Pattern[str]:
+def template_regex(template: str, greedy: tuple[str, ...] = ()) -> re.Pattern[str]:
     """A regex matching exactly the texts ``template.format(**fields)`` produces, one named group per field
-    (the prompt's one home stays src/prompts.py; the teacher parses what the client built from it)."""
+    (the prompt's one home stays src/prompts.py; the teacher parses what the client built from it). Fields
+    are matched shortest first, those in ``greedy`` longest first."""
     parts = re.split(r"\{(\w+)\}", template)
-    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*?)" for i, p in enumerate(parts))
+    pattern = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>.*{'' if p in greedy else '?'})"
+                      for i, p in enumerate(parts))
     return re.compile(pattern, re.DOTALL)
 
 
-CRITIQUE_USER = template_regex(prompts.TEACHER_USER_TEMPLATE)
+# The student's answer is model text and may repeat the prompt's headings; the question and the gold rationale
+# come from the pool and do not, so the answer is everything between the first and the LAST heading around it.
+CRITIQUE_USER = template_regex(prompts.TEACHER_USER_TEMPLATE, greedy=("wrong_answer",))
 
 
 def _gold_step(gold_lines: list[str], n_before: int) -> str:
