@@ -28,30 +28,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from src.records import write_json
+
 ENGINE_FILES = ("metrics.json", "sampling_stats.json")  # files whose engine_start_seconds a stage reports
 _CHUNK = 1 << 20
 STAGE_ORDER = ("data", "train", "eval", "sample", "generate")  # order of the stages within an iteration
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write (temp file + rename). Not src.records.write_json: importing that module loads
-    ``datasets`` (1.3 s), and this command runs around every stage."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 # Weight and optimizer-state files (GBs each) are fingerprinted by size and modification time instead of their
