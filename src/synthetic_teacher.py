@@ -141,8 +141,6 @@ class ScriptedTeacher:
 
     gold: dict[str, str]  # question -> gold rationale
     model_name: str = MODEL_NAME
-    served: dict[str, int] = field(default_factory=dict)  # request kind -> answers given (logged, for tests)
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def from_pool(cls, records: list[dict], source: str = "<pool records>",
@@ -176,7 +174,6 @@ class ScriptedTeacher:
         if [r for r, _ in messages] == ["system", "user"] and messages[0][1] == prompts.TEACHER_SYSTEM_PROMPT:
             found = CRITIQUE_USER.fullmatch(messages[1][1])
             if found is not None:
-                self._count("critique")
                 gold = self._gold(found["question"], found["gold"])
                 return critique(found["question"], gold, found["wrong_answer"])
         raise RequestError("not a teacher prompt this server knows: it answers the interactive strategy's critique "
@@ -194,10 +191,6 @@ class ScriptedTeacher:
                                code="gold_mismatch")
         return gold
 
-    def _count(self, kind: str) -> None:
-        with self.lock:
-            self.served[kind] = self.served.get(kind, 0) + 1
-
 
 def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
     # words, not tokens: the scripted teacher has no tokenizer; the client only logs these numbers
@@ -208,10 +201,10 @@ def _usage(body: dict[str, Any], reply: str) -> dict[str, int]:
 
 def completion_response(teacher: ScriptedTeacher, body: Any) -> dict[str, Any]:
     """OpenAI's ``chat.completion`` object for one request (``n`` identical choices: the teacher is scripted)."""
-    reply = teacher.complete(body)
-    n = body.get("n") or 1
+    n = (body.get("n") or 1) if isinstance(body, dict) else 1
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 128:
         raise RequestError("'n' must be an integer between 1 and 128", param="n")
+    reply = teacher.complete(body)
     choice = {"message": {"role": "assistant", "content": reply}, "finish_reason": "stop", "logprobs": None}
     return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
             "model": teacher.model_name, "choices": [{"index": i, **choice} for i in range(n)],
