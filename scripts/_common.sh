@@ -82,8 +82,11 @@ case "$PROFILE" in
     tiny)  # 1M-parameter Llama + synthetic world on 2 CPU cores (DeepSpeed ZeRO-2, 2 processes, gloo)
         # the demo's world and base (trained from scratch on O past its phase transition), built by the demo's own
         # stages in TINY_BASE_DIR (scripts/tiny/base.py; TINY_BASE_ARGS: more demo.py flags) and shared with
-        # `make demo`. TINY_SETUP=0: MODEL_PATH and DATA_DIR are used as they are (tests inject a small model).
-        : "${TINY_SETUP:=1}" "${TINY_BASE_DIR:=${OUTPUT_DIR:-output}/demo}" "${TINY_BASE_ARGS:=}"
+        # `make demo`. A MODEL_PATH or DATA_DIR given (tests inject a small model) is used as it is: TINY_SETUP=0.
+        if [[ -z "${TINY_SETUP:-}" ]]; then
+            if [[ -n "${MODEL_PATH:-}" || -n "${DATA_DIR:-}" ]]; then TINY_SETUP=0; else TINY_SETUP=1; fi
+        fi
+        : "${TINY_BASE_DIR:=${OUTPUT_DIR:-output}/demo}" "${TINY_BASE_ARGS:=}"
         : "${MODEL_PATH:=$TINY_BASE_DIR/base/model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=$TINY_BASE_DIR/world/data}"
         : "${DATA_NAME:=synthetic}" "${TRAIN_DATASETS:=synthetic}"
         : "${EVAL_DATASETS:=synthetic synthetic_heldout}" "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/synthetic.json}"

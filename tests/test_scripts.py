@@ -196,14 +196,18 @@ def test_tiny_scripts_start_from_the_demos_base_and_parse(script, tmp_path):
     assert gcfg.check_result  # the embedded default keeps only samples whose chain holds
 
 
-def test_tiny_setup_refuses_a_model_path_it_would_not_build(tmp_path):
-    """TINY_SETUP=1 builds the base in TINY_BASE_DIR; a MODEL_PATH elsewhere needs TINY_SETUP=0 (tests do that)."""
+def test_tiny_setup_only_without_a_given_model_or_data(tmp_path):
+    """A MODEL_PATH or DATA_DIR given is used as it is (tests inject a small model); TINY_SETUP=1 would build the
+    base elsewhere, in TINY_BASE_DIR, so it refuses them."""
     script = SCRIPTS / "tiny" / "cot_train_state_reset.sh"
-    env = {**os.environ, "DRY_RUN": "1", "OUTPUT_DIR": str(tmp_path), "MODEL_PATH": str(tmp_path / "m")}
-    proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "TINY_SETUP=0" in proc.stderr and "[dry-run]" not in proc.stdout
-    stages = dry_run(script, OUTPUT_DIR=str(tmp_path), MODEL_PATH=str(tmp_path / "m"), TINY_SETUP="0")
-    assert stages[0][0] == "data" and flags(stages[1][1], "--model_name_or_path") == [str(tmp_path / "m")]
+    for given in ({"MODEL_PATH": str(tmp_path / "m")}, {"DATA_DIR": str(tmp_path / "w")}):
+        stages = dry_run(script, OUTPUT_DIR=str(tmp_path), **given)
+        assert stages[0][0] == "data"  # no base stage
+        if "MODEL_PATH" in given:
+            assert flags(stages[1][1], "--model_name_or_path") == [given["MODEL_PATH"]]
+        env = {**os.environ, "DRY_RUN": "1", "OUTPUT_DIR": str(tmp_path), "TINY_SETUP": "1", **given}
+        proc = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "TINY_SETUP=0" in proc.stderr and "[dry-run]" not in proc.stdout
 
 
 SMALL_BASE = ["--n_original", "40", "--n_pool", "8", "--test_per_level", "2", "--base_steps", "2",
