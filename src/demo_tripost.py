@@ -57,6 +57,11 @@ class TripostDemoConfig:
                 "round is ~250 tokens of this tokenizer)"})
 
 
+# Per demo scale (``--scale``): the test preset keeps the self-improving evaluation of untrained models short (they
+# write until the token limit in every round)
+SCALES: dict[str, dict[str, Any]] = {"test": {"eval_max_new_tokens": 120}}
+
+
 def _read(path: Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
@@ -167,7 +172,7 @@ def eval_stage(runner, tc: TripostDemoConfig, name: str, model_dir: Path, model_
 
 def run_experiment(runner, tc: TripostDemoConfig | None = None) -> dict:
     """Every stage (cached ones skipped), then the summary written to ``<out_dir>/tripost/summary.json``."""
-    tc = tc or TripostDemoConfig()
+    tc = tc or TripostDemoConfig(**SCALES.get(runner.cfg.scale, {}))
     tc = TripostDemoConfig(**{**asdict(tc), "n_questions": min(tc.n_questions, runner.cfg.n_pool)})
     t0 = time.perf_counter()
     base = runner.out / "base" / "model"
