@@ -52,14 +52,28 @@ class TripostDemoConfig:
         "help": "loss weight from the first 'Feedback:' on in examples with an error (official 1.5)"})
     self_improve_rounds: int = field(default=2, metadata={
         "help": "evaluation: rounds of own feedback + update after the first attempt (eval.py's default)"})
-    eval_max_new_tokens: int = field(default=400, metadata={
+    eval_max_new_tokens: int = field(default=300, metadata={
         "help": "evaluation: new tokens per generation (a round writes feedback AND an updated attempt: a k = 6 "
-                "round is ~250 tokens of this tokenizer)"})
+                "round is ~230 tokens of this tokenizer)"})
+    eval_per_level: int = field(default=50, metadata={
+        "help": "evaluation: the first N items of each level of each test (0 = all); a model that does not know "
+                "the feedback format writes to the token limit in its round, so the full tests cost ~3x"})
 
 
 # Per demo scale (``--scale``): the test preset keeps the self-improving evaluation of untrained models short (they
 # write until the token limit in every round)
-SCALES: dict[str, dict[str, Any]] = {"test": {"eval_max_new_tokens": 120}}
+SCALES: dict[str, dict[str, Any]] = {"test": {"eval_max_new_tokens": 120, "eval_per_level": 0}}
+
+
+def eval_records(records: list[dict], per_level: int) -> list[dict]:
+    """The first ``per_level`` items of each level, in file order (all when 0)."""
+    seen: dict[Any, int] = {}
+    out = []
+    for r in records:
+        seen[r.get("level")] = seen.get(r.get("level"), 0) + 1
+        if not per_level or seen[r.get("level")] <= per_level:
+            out.append(r)
+    return out
 
 
 def _read(path: Path) -> Any:
@@ -153,13 +167,13 @@ def eval_stage(runner, tc: TripostDemoConfig, name: str, model_dir: Path, model_
 
     data = runner.out / "world" / "data"
     key = {"model": model_key, "world": runner.world_key, "rounds": tc.self_improve_rounds,
-           "max_new_tokens": tc.eval_max_new_tokens}
+           "max_new_tokens": tc.eval_max_new_tokens, "per_level": tc.eval_per_level}
 
     def run(st) -> dict:
         llm = runner.engine(model_dir)
         out: dict[str, Any] = {"model": str(model_dir), "datasets": {}}
         for ds in TESTS:
-            records = load_records(data / "test" / f"{ds}.json", "test")
+            records = eval_records(load_records(data / "test" / f"{ds}.json", "test"), tc.eval_per_level)
             items, metrics = evaluate_self_improve(llm, records, ds, "cot", tc.eval_max_new_tokens, 0.0,
                                                    rounds=tc.self_improve_rounds)
             write_json(st.dir / f"{ds}_res.json", items)
