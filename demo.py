@@ -1,8 +1,9 @@
 """`make demo`: the GSI experiment on the embedded default (synthetic world, tiny Llama, one vLLM engine, CPU).
 
-    .venv/bin/python demo.py                      # default (12.5 min on 2 CPU cores); a rerun reuses finished stages
-    .venv/bin/python demo.py --scale large        # 4 seeds, all cheap strategies, a bigger world (about 1-2 h)
-    .venv/bin/python demo.py --seeds 1 2 3 --out_dir output/demo_3seeds
+    .venv/bin/python demo.py                    # default (3 seeds); a rerun reuses finished stages
+    .venv/bin/python demo.py --scale large      # 4 seeds, every strategy, a bigger world (about 1-2 h)
+    .venv/bin/python demo.py --iterations 3     # the default run, continued for two more iterations
+    .venv/bin/python demo.py --experiment iwsi  # a seed method's controlled experiment (iwsi, srit, tripost)
 
 Prints the results table at the end and writes ``<out_dir>/summary.json`` (see src/demo.py for the design).
 Bad flags are one line on stderr and exit status 2 before anything starts (src/cli.py); the run holds
@@ -31,6 +32,10 @@ def check_demo_args(cfg: DemoConfig) -> None:
     for flag in ("base_steps", "max_resample_num", "torch_threads", "temperature", "base_lr", "arm_lr"):
         check_range(flag, getattr(cfg, flag), 0)
     check_range("min_correct_num", cfg.min_correct_num, 0, cfg.sample_num)
+    check_range("iterations", cfg.iterations, 1)
+    if cfg.iterations > 1 and "brute_force" in cfg.arms and "state_reset" not in cfg.arms:
+        raise UsageError("--iterations > 1 with brute_force needs state_reset in --arms (brute force spends "
+                         "state reset's resampling tokens of the same iteration)")
     if cfg.init_model_dir and not (Path(cfg.init_model_dir) / "config.json").is_file():
         raise UsageError(f"--init_model_dir {cfg.init_model_dir}: not a model folder (no config.json)")
     check_output("out_dir", cfg.out_dir, "folder")

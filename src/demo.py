@@ -38,7 +38,8 @@ from typing import Any
 from src.records import load_records, write_json
 
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
-ARMS = ("control", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven")
+ARMS = ("control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven")
+FIXED = ("control", "gold")  # arms whose data no model writes: trained once, the same in every iteration
 GUIDED = ("state_reset", "answer_driven", "rationale_driven")  # resampling strategies with the gold as guidance
 # demo.py --experiment NAME: the module whose ``run_experiment(runner) -> summary`` and ``format_table(summary)``
 # run the method's controlled experiment from the shared world and base ("gsi" is this module's own run)
@@ -75,9 +76,13 @@ class DemoConfig:
                 "model; tests use it to match the tokenizer of an engine they pass in. With --base_steps 0 this "
                 "folder IS the base (an untied checkpoint trained elsewhere)"})
     # --- arms (each continues from the base) ---
-    arms: list[str] = field(default_factory=lambda: ["control", "vanilla", "brute_force", "state_reset"],
-                            metadata={"help": f"trained arms, among {', '.join(ARMS)}"})
-    seeds: list[int] = field(default_factory=lambda: [1, 2], metadata={"help": "data-order seeds per arm"})
+    arms: list[str] = field(default_factory=lambda: ["control", "gold", "vanilla", "brute_force", "state_reset"],
+                            metadata={"help": f"trained arms, among {', '.join(ARMS)} (control: O alone; gold: O + "
+                                              "the pool's gold rationales)"})
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3], metadata={"help": "data-order seeds per arm"})
+    iterations: int = field(default=1, metadata={
+        "help": "GSI iterations: iteration t >= 2 samples the pool with each sampled arm's own model of iteration "
+                "t-1 (first seed) and retrains every seed from the base on O + those kept samples"})
     arm_steps: int = field(default=200, metadata={"help": "optimizer steps of every arm (the same for all)"})
     arm_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the arms"})
     batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step"})
@@ -110,10 +115,12 @@ class DemoConfig:
 SCALES: dict[str, dict[str, Any]] = {
     "default": {},
     "large": {"n_original": 2000, "n_pool": 4000, "test_per_level": 500, "seeds": [1, 2, 3, 4],
-              "arms": ["control", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven"],
+              "arms": ["control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven",
+                       "rationale_driven"],
               "base_steps": 3000, "arm_steps": 1000, "out_dir": "output/demo_large"},
-    "test": {"n_original": 300, "n_pool": 60, "test_per_level": 10, "seeds": [1, 2], "base_steps": 60,
+    "test": {"n_original": 300, "n_pool": 60, "test_per_level": 10, "seeds": [1, 2], "iterations": 2, "base_steps": 60,
              "arm_steps": 10, "max_resample_num": 2, "brute_force_max_rounds": 4, "max_new_tokens": 160,
+             "torch_threads": 1,
              "report": False},
 }
 
@@ -344,55 +351,94 @@ class Runner:
             out[strategy] = self.stage(f"sampling {strategy}", f"sampling/{strategy}", key,
                                        resample(strategy, c.max_resample_num, None))
         # brute force: unguided rounds until it has spent what state reset spent on its resampling rounds
-        sr_stats = json.loads((self.out / "sampling" / "state_reset" / "sampling_stats.json").read_text())
-        budget = sum(r["generated_tokens"] for r in sr_stats["rounds"][1:])
+        budget = resample_tokens(self.out / "sampling" / "state_reset")
         key = {"initial": init_key, "strategy": "brute_force", "rounds": c.brute_force_max_rounds,
                "min_correct": c.min_correct_num, "budget": budget}
         out["brute_force"] = self.stage("sampling brute_force", "sampling/brute_force", key,
                                         resample("vanilla", c.brute_force_max_rounds, budget))
         return out
 
-    def arm_data(self, arm: str) -> dict:
-        """O + the arm's kept samples (answer correct, process check passed, no duplicate)."""
+    # ------------------------------------------------------------------------------ arms and iterations
+    def arm_data(self, arm: str, t: int = 1) -> dict:
+        """O + the arm's kept samples (answer correct, process check passed, no duplicate); gold: O + P's gold."""
         from src.filtering import FilterConfig, SampledSet, build_next_iteration
 
         data = self.out / "world" / "data"
-        src = None if arm == "control" else self.out / "sampling" / arm
-        key = {"world": self.world_key, "arm": arm,
+        src = None if arm in FIXED else sampling_dir(self.out, arm, t)
+        key = {"world": self.world_key, "arm": arm, "iteration": 1 if src is None else t,
                "sampling": None if src is None else json.loads((src / "stage.json").read_text())["key"]}
 
         def run(st: Stage) -> dict:
             original = load_records(data / "train" / "cot" / "synthetic.json")
-            sampled = []
-            if src is not None:
-                # vanilla keeps the initial samples only; the others the initial + their resampled ones
-                items = json.loads((src / ("results_before_resample.json" if arm == "vanilla"
-                                           else "results.json")).read_text())
-                stats = json.loads((src / "sampling_stats.json").read_text())
-                sampled = [SampledSet(HELD_IN, items, str(src), stats["strategy"], stats["sample_num"])]
-            # this project's filter (strict process check, no duplicates, O first), not the original's defaults
-            fcfg = FilterConfig(check_result=True, check_mode="strict", dedupe=True, merged_first=True,
-                                record_strategy=True)
-            records, counts = build_next_iteration(sampled, fcfg, original=original)
+            if arm == "gold":
+                records, counts = gold_data(original, load_records(data / "inference" / "cot" / "synthetic.json"))
+            else:
+                sampled = []
+                if src is not None:
+                    # vanilla keeps the initial samples only; the others the initial + their resampled ones
+                    items = json.loads((src / ("results_before_resample.json" if arm == "vanilla"
+                                               else "results.json")).read_text())
+                    stats = json.loads((src / "sampling_stats.json").read_text())
+                    sampled = [SampledSet(HELD_IN, items, str(src), stats["strategy"], stats["sample_num"])]
+                # this project's filter (strict process check, no duplicates, O first), not the original's defaults
+                fcfg = FilterConfig(check_result=True, check_mode="strict", dedupe=True, merged_first=True,
+                                    record_strategy=True)
+                records, counts = build_next_iteration(sampled, fcfg, original=original)
             write_json(st.dir / "train.json", records)
             write_json(st.dir / "train.counts.json", counts.to_json())
             return {"records": len(records)}
 
-        return self.stage(f"data {arm}", f"arms/{arm}/data", key, run)
+        prefix = "" if src is None or t == 1 else f"iteration {t} "
+        rel = (arm_dir(self.out, arm, t) / "data").relative_to(self.out)
+        return self.stage(f"{prefix}data {arm}", str(rel), key, run)
 
-    def train_arm(self, arm: str, seed: int) -> dict:
+    def train_arm(self, arm: str, seed: int, t: int = 1) -> dict:
+        """Arm's model of iteration t: from the base (every iteration, as the paper does), equal steps for all."""
         c = self.cfg
-        data_dir = self.out / "arms" / arm / "data"
-        key = {"base": self.base_key, "data": json.loads((data_dir / "stage.json").read_text())["key"],
+        folder = arm_dir(self.out, arm, t)
+        key = {"base": self.base_key, "data": json.loads((folder / "data" / "stage.json").read_text())["key"],
                "steps": c.arm_steps, "lr": c.arm_lr, "seed": seed, "batch": c.batch_size}
-        self.arm_keys[(arm, seed)] = key
+        self.arm_keys[(arm, t, seed)] = key
 
         def run(st: Stage) -> dict:
-            model = self.train(self.out / "base" / "model", data_dir / "train.json", st.dir, c.arm_steps,
+            model = self.train(self.out / "base" / "model", folder / "data" / "train.json", st.dir, c.arm_steps,
                                c.arm_lr, seed)
             return {"model": str(model)}
 
-        return self.stage(f"train {arm} seed {seed}", f"arms/{arm}/seed{seed}", key, run)
+        prefix = "" if t == 1 or arm in FIXED else f"iteration {t} "
+        out = self.stage(f"{prefix}train {arm} seed {seed}", str((folder / f"seed{seed}").relative_to(self.out)),
+                         key, run)
+        self.evaluate(eval_name(arm, t, seed), folder / f"seed{seed}" / "model", key)
+        return out
+
+    def chain_sampling(self, arm: str, t: int) -> dict:
+        """Iteration t >= 2: the arm's own model of iteration t-1 (first seed) samples the pool with its strategy;
+        brute force stops once it has spent what state reset spent on its resampling rounds in this iteration."""
+        from src.sampling import run_sampling, write_sampling_outputs
+
+        c = self.cfg
+        seed = c.seeds[0]
+        strategy, rounds, budget = arm, c.max_resample_num, None
+        if arm == "vanilla":
+            rounds = 0
+        elif arm == "brute_force":
+            strategy, rounds = "vanilla", c.brute_force_max_rounds
+            budget = resample_tokens(sampling_dir(self.out, "state_reset", t))
+        model = arm_dir(self.out, arm, t - 1) / f"seed{seed}" / "model"
+        key = {"model": self.arm_keys[(arm, t - 1, seed)], "strategy": strategy, "rounds": rounds,
+               "budget": budget, "min_correct": c.min_correct_num, "sample_num": c.sample_num,
+               "temperature": c.temperature, "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed}
+
+        def run(st: Stage) -> dict:
+            pool = load_records(self.out / "world" / "data" / "inference" / "cot" / "synthetic.json")
+            res = run_sampling(self.engine(model), pool, HELD_IN, self.sampling_cfg(strategy, rounds),
+                               token_budget=budget)
+            write_sampling_outputs(res, st.dir)
+            return {"generate_seconds": sum(r["generate_seconds"] for r in res.stats["rounds"]),
+                    "wall_seconds": sum(r["wall_seconds"] for r in res.stats["rounds"])}
+
+        return self.stage(f"iteration {t} sampling {arm}",
+                          str(sampling_dir(self.out, arm, t).relative_to(self.out)), key, run)
 
     def run(self) -> dict:
         """World and base, then the chosen experiment; returns its summary (also written as summary.json)."""
@@ -406,28 +452,73 @@ class Runner:
 
     def run_gsi(self) -> dict:
         t0 = time.perf_counter()
-        self.arm_keys: dict[tuple[str, int], Any] = {}
+        c = self.cfg
+        self.arm_keys: dict[tuple[str, int, int], Any] = {}
         self.evaluate("base", self.out / "base" / "model", self.base_key)
         self.sample()
-        for arm in self.cfg.arms:
+        for arm in c.arms:
             self.arm_data(arm)
-        for seed in self.cfg.seeds:  # seed-major: a cut-short run still has one full seed of every arm
-            for arm in self.cfg.arms:
+        for seed in c.seeds:  # seed-major: a cut-short run still has one full seed of every arm
+            for arm in c.arms:
                 self.train_arm(arm, seed)
-                self.evaluate(f"{arm}_seed{seed}", self.out / "arms" / arm / f"seed{seed}" / "model",
-                              self.arm_keys[(arm, seed)])
+        chains = sorted((a for a in c.arms if a not in FIXED), key=lambda a: a != "state_reset")
+        for t in range(2, c.iterations + 1):
+            for arm in chains:  # state reset first: brute force's budget is its resampling tokens
+                self.chain_sampling(arm, t)
+                self.arm_data(arm, t)
+            for seed in c.seeds:
+                for arm in chains:
+                    self.train_arm(arm, seed, t)
         from src.demo_summary import build_summary
 
-        summary = build_summary(self.out, self.cfg, self.timeline, time.perf_counter() - t0)
-        if self.cfg.report:
+        summary = build_summary(self.out, c, self.timeline, time.perf_counter() - t0)
+        if c.report:
             try:
-                summary["report_md"] = str(write_report(self.out, self.cfg))
+                summary["report_md"] = str(write_report(self.out, c))
+                from src.analysis.tail import plot_tail_over_iterations
+
+                summary["tail_figure"] = str(plot_tail_over_iterations(
+                    summary["iterations"], self.out / "report" / "tail_over_iterations.png"))
             except Exception as err:  # the summary stands on its own; say plainly that the report failed
                 summary["report_md"] = None
                 summary["report_error"] = f"{type(err).__name__}: {err}"
                 self.log(f"[failed] report.md: {summary['report_error']}")
         write_json(self.out / "summary.json", summary)
         return summary
+
+
+# ------------------------------------------------------------------------------- the run's layout, one home
+def sampling_dir(out: Path, arm: str, t: int) -> Path:
+    """Where arm's samples of iteration t are: iteration 1 shares the base's runs, later ones are the arm's."""
+    return out / "sampling" / arm if t == 1 else out / f"iter{t}" / "sampling" / arm
+
+
+def arm_dir(out: Path, arm: str, t: int) -> Path:
+    """Arm's data and models of iteration t (a fixed-data arm has one iteration: its data never changes)."""
+    return out / "arms" / arm if t == 1 or arm in FIXED else out / f"iter{t}" / "arms" / arm
+
+
+def eval_name(arm: str, t: int, seed: int) -> str:
+    return f"{arm}_seed{seed}" if t == 1 or arm in FIXED else f"iter{t}_{arm}_seed{seed}"
+
+
+def resample_tokens(sampling_dir: Path) -> int:
+    """Tokens a sampling run generated after its initial round."""
+    stats = json.loads((sampling_dir / "sampling_stats.json").read_text())
+    return sum(r["generated_tokens"] for r in stats["rounds"][1:])
+
+
+def gold_data(original: list[dict], pool: list[dict]):
+    """The gold arm's data: O + every pool question with its gold rationale (what GSI's guidance holds)."""
+    from src.filtering import Counts
+    from src.records import training_record
+
+    gold = [training_record(item, item["answer_cot"], "gold") for item in pool]
+    counts = Counts()
+    counts.add("kept", HELD_IN, "gold", len(gold))
+    counts.included["original"] = len(original)
+    counts.records_written = len(original) + len(gold)
+    return original + gold, counts
 
 
 def apply_scale(cfg: DemoConfig, explicit: set[str]) -> DemoConfig:
@@ -452,42 +543,45 @@ def quiet_environment() -> None:
 
 
 def write_report(out_dir: Path, cfg: DemoConfig) -> Path:
-    """``<out_dir>/report/report.md`` through ``src.analysis`` (tables, tail and efficiency figures).
+    """``<out_dir>/report/report.md`` through ``src.analysis`` (tables, tail and efficiency figures, perplexities).
 
     One analysis arm per trained arm and seed: iteration 0 = the base's evaluation and the sampling run the arm's
-    data came from, iteration 1 = the arm's own evaluation. Perplexities are left out (they need a model pass).
+    data came from, iteration t = the arm's own evaluation after t iterations. Sampling runs are attached to the
+    first seed's arm only (every seed of an arm trains on the same samples). Perplexities are under the base.
     """
     from transformers import AutoTokenizer
 
-    from src.analysis import Arm, ReportInputs, build_report
+    from src.analysis import Arm, HfPerplexity, ReportInputs, build_report
 
     original = load_records(out_dir / "world" / "data" / "train" / "cot" / "synthetic.json")
-    sampling_dir = {"vanilla": "vanilla", "brute_force": "brute_force", "state_reset": "state_reset",
-                    "answer_driven": "answer_driven", "rationale_driven": "rationale_driven"}
     arms = []
     for arm in cfg.arms:
         for seed in cfg.seeds:
-            a = Arm(f"{arm} (seed {seed})", strategy=arm if arm != "control" else "", original=original,
+            a = Arm(f"{arm} (seed {seed})", strategy=arm if arm not in FIXED else "", original=original,
                     control=arm == "control")  # the demo's control is O alone, not the vanilla strategy
-            if arm in sampling_dir:
-                sdir = out_dir / "sampling" / sampling_dir[arm]
-                stats = json.loads((sdir / "sampling_stats.json").read_text())
-                results = json.loads((sdir / ("results_before_resample.json" if arm == "vanilla"
-                                              else "results.json")).read_text())
-                if arm == "vanilla":
-                    stats = {**stats, "rounds": stats["rounds"][:1]}
-                if arm == "brute_force":
-                    stats = {**stats, "strategy": "brute_force"}
-                a.add_sampling(0, stats, results)
             for ds in (HELD_IN, HELD_OUT):
                 a.add_eval(0, ds, json.loads((out_dir / "eval" / "base" / f"{ds}_res.json").read_text()))
-                a.add_eval(1, ds, json.loads((out_dir / "eval" / f"{arm}_seed{seed}" / f"{ds}_res.json").read_text()))
+            for t in range(1, (1 if arm in FIXED else cfg.iterations) + 1):
+                if arm not in FIXED and seed == cfg.seeds[0]:
+                    _add_arm_sampling(a, arm, sampling_dir(out_dir, arm, t), t - 1)
+                for ds in (HELD_IN, HELD_OUT):
+                    edir = out_dir / "eval" / eval_name(arm, t, seed)
+                    a.add_eval(t, ds, json.loads((edir / f"{ds}_res.json").read_text()))
             arms.append(a)
-    tokenizer = AutoTokenizer.from_pretrained(out_dir / "base" / "model")
-    report = build_report(ReportInputs(arms, title="GSI demo: one iteration on the synthetic world",
-                                       tokenizer=tokenizer,
-                                       notes=["the control is the arm trained on O alone. Iteration 0 = the base "
-                                              "model; iteration 1 = each arm after "
-                                              f"{cfg.arm_steps} steps from the base; see summary.json for "
-                                              "intervals and seed spread"]), out_dir / "report")
+    base = out_dir / "base" / "model"
+    report = build_report(ReportInputs(
+        arms, title=f"GSI demo: {cfg.iterations} iteration(s) on the synthetic world",
+        tokenizer=AutoTokenizer.from_pretrained(base), perplexity=HfPerplexity(base), perplexity_model="the base",
+        notes=["the control is the arm trained on O alone, gold on O + the pool's gold rationales. Iteration 0 = "
+               f"the base model; iteration t = each arm after t iterations ({cfg.arm_steps} steps from the base "
+               "each); sampling runs are attached to the first seed of each arm; see summary.json for "
+               "intervals and seed spread"]), out_dir / "report")
     return report.report_md
+
+
+def _add_arm_sampling(a, arm: str, sdir: Path, iteration: int) -> None:
+    stats = json.loads((sdir / "sampling_stats.json").read_text())
+    results = json.loads((sdir / ("results_before_resample.json" if arm == "vanilla" else "results.json")).read_text())
+    if arm == "vanilla":
+        stats = {**stats, "rounds": stats["rounds"][:1]}
+    a.add_sampling(iteration, stats, results)

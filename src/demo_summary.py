@@ -21,7 +21,7 @@ from src.demo_stats import accuracy_block, paired_bootstrap_diff, seed_spread, v
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
 TEST_LABEL = {HELD_IN: "held_in", HELD_OUT: "held_out"}
 PHASE_THRESHOLD = 0.4  # base's mean held-in accuracy over k = 2..4 (studies: .21 below, .59-.87 past it)
-SAMPLED = ("state_reset", "answer_driven", "rationale_driven", "brute_force")
+SAMPLED = ("state_reset", "answer_driven", "rationale_driven", "teacher_help", "brute_force")
 
 
 def _read(path: Path) -> Any:
@@ -105,6 +105,7 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
     return {"config": asdict(cfg), "base": _base_block(out_dir, hard), "sampling": _sampling_summary(out_dir, hard),
             "data": {arm: _data_block(out_dir, arm) for arm in cfg.arms}, "arms": arms,
             "comparisons": comparisons, "verdicts": _verdict_lines(comparisons),
+            "iterations": iterations_block(out_dir, cfg, hard),
             "times": stage_times(out_dir, timeline, wall_seconds)}
 
 
@@ -157,6 +158,37 @@ def _data_block(out_dir: Path, arm: str) -> dict[str, Any]:
             "records_by_level": dict(sorted(by_level.items())), "by_strategy": counts["by_strategy"]}
 
 
+def _hard_share(records: list[dict], hard: list[int]) -> dict[str, Any]:
+    n = len(records)
+    n_hard = sum(1 for r in records if int(r.get("level", 0)) in hard)
+    return {"n": n, "hard": n_hard, "hard_share": n_hard / n if n else None}
+
+
+def iterations_block(out_dir: Path, cfg: Any, hard: list[int]) -> dict[str, Any]:
+    """Tail narrowing over iterations: per arm and iteration, the share of the kept (self-generated or gold)
+    samples at the hard levels, and held-in / held-out accuracy over seeds (mean, min..max). References: the
+    shares of O and of the pool."""
+    from src.demo import FIXED, arm_dir, eval_name
+
+    world = out_dir / "world" / "data"
+    out: dict[str, Any] = {"hard_levels": hard, "iterations": cfg.iterations,
+                           "original": _hard_share(_read(world / "train" / "cot" / "synthetic.json"), hard),
+                           "pool": _hard_share(_read(world / "inference" / "cot" / "synthetic.json"), hard),
+                           "arms": {}}
+    for arm in cfg.arms:
+        rows = []
+        for t in range(1, (1 if arm in FIXED else cfg.iterations) + 1):
+            records = _read(arm_dir(out_dir, arm, t) / "data" / "train.json")
+            row = {"iteration": t, "kept": _hard_share([r for r in records if "strategy" in r], hard)}
+            for ds in (HELD_IN, HELD_OUT):
+                accs = [accuracy_block(_flags(_read(out_dir / "eval" / eval_name(arm, t, s) / f"{ds}_res.json")))
+                        ["accuracy"] for s in cfg.seeds]
+                row[TEST_LABEL[ds]] = seed_spread(accs)
+            rows.append(row)
+        out["arms"][arm] = rows
+    return out
+
+
 def _arm_blocks(out_dir: Path, cfg: Any, hard: list[int]) -> tuple[dict[str, Any], dict]:
     """Per arm: each seed's evaluation, then mean and spread over seeds; and the per-item flags for bootstraps."""
     arms: dict[str, Any] = {}
@@ -182,27 +214,35 @@ def _arm_blocks(out_dir: Path, cfg: Any, hard: list[int]) -> tuple[dict[str, Any
     return arms, flags
 
 
+GUIDED_ARMS = ("state_reset", "answer_driven", "rationale_driven", "teacher_help")
+BASELINES = ("control", "vanilla", "gold")  # what every sampled arm is compared with
+
+
 def _comparisons(cfg: Any, arms: dict[str, Any], flags: dict) -> dict[str, Any]:
-    """State reset (and the other sampled arms) against control and vanilla: paired bootstrap + verdict."""
+    """Every sampled arm against control, vanilla and gold, and gold against control: paired bootstrap + verdict."""
     comparisons = {}
-    for a in [x for x in ("state_reset", "vanilla", "brute_force", "answer_driven", "rationale_driven")
-              if x in cfg.arms]:
-        for b in [x for x in ("control", "vanilla") if x in cfg.arms and x != a]:
-            entry = {}
-            for test in ("held_in", "held_out"):
-                for part in ("all", "hard"):
-                    d = paired_bootstrap_diff(flags[(a, test, part)], flags[(b, test, part)])
-                    sa, sb = arms[a]["over_seeds"][test][part], arms[b]["over_seeds"][test][part]
-                    d["verdict"] = verdict(d, sa, sb)
-                    d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
-                    entry[f"{test}_{part}"] = d
-            comparisons[f"{a}_vs_{b}"] = entry
+    pairs = [(a, b) for a in (*GUIDED_ARMS, "brute_force", "vanilla") for b in BASELINES if a != b]
+    pairs.append(("gold", "control"))
+    for a, b in pairs:
+        if a not in cfg.arms or b not in cfg.arms:
+            continue
+        entry = {}
+        for test in ("held_in", "held_out"):
+            for part in ("all", "hard"):
+                d = paired_bootstrap_diff(flags[(a, test, part)], flags[(b, test, part)])
+                sa, sb = arms[a]["over_seeds"][test][part], arms[b]["over_seeds"][test][part]
+                d["verdict"] = verdict(d, sa, sb)
+                d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
+                entry[f"{test}_{part}"] = d
+        comparisons[f"{a}_vs_{b}"] = entry
     return comparisons
 
 
 def _verdict_lines(comparisons: dict) -> list[str]:
+    """The GSI arms against each baseline, then vanilla and gold against the control."""
+    order = [f"{a}_vs_{b}" for a in GUIDED_ARMS for b in BASELINES] + ["vanilla_vs_control", "gold_vs_control"]
     lines = []
-    for name in ("state_reset_vs_control", "state_reset_vs_vanilla", "vanilla_vs_control"):
+    for name in order:
         if name not in comparisons:
             continue
         a, b = name.split("_vs_")
@@ -249,6 +289,21 @@ def stage_times(out_dir: Path, timeline: list[dict], wall_seconds: float) -> dic
 # ------------------------------------------------------------------------------------------------ the table
 def _pct(x: float | None) -> str:
     return "  -  " if x is None else f"{100 * x:5.1f}"
+
+
+def _iterations_table(it: dict) -> list[str]:
+    """Per arm and iteration: hard-level share of the kept samples, held-in and held-out seed-mean accuracy."""
+    hard = ",".join(map(str, it["hard_levels"]))
+    lines = [f"\nTail over iterations: share (%) of kept samples at levels {hard} "
+             f"(O {_pct(it['original']['hard_share'])}, pool {_pct(it['pool']['hard_share'])}); "
+             "accuracy (%) = seed mean, held-in / held-out"]
+    head = f"{'arm':<18}{'iter':>5}{'kept':>8}{'hard %':>8}{'held-in':>9}{'held-out':>9}"
+    lines += [head, "-" * len(head)]
+    for arm, rows in it["arms"].items():
+        for r in rows:
+            lines.append(f"{arm:<18}{r['iteration']:>5}{r['kept']['n']:>8}{_pct(r['kept']['hard_share']):>8}"
+                         f"{_pct(r['held_in']['mean']):>9}{_pct(r['held_out']['mean']):>9}")
+    return lines
 
 
 def format_table(summary: dict) -> str:
@@ -306,6 +361,7 @@ def format_table(summary: dict) -> str:
     for arm, d in summary["data"].items():
         lines.append(f"{arm:<18}{d['records']:>8}{d['kept']:>7}{d['wrong_answer']:>7}{d['failed_check']:>8}"
                      f"{d['duplicate']:>6}")
+    lines += _iterations_table(summary["iterations"])
     lines.append("\nVerdicts (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed "
                  "above every seed)")
     lines += ["  " + v for v in summary["verdicts"]]

@@ -4,8 +4,9 @@ One person holds one kind of object; each step adds, removes, doubles or triples
 0..99). The CoT rationale has one line per step with a ``<<a op b=c>>`` calculator annotation and ends with
 ``The answer is N``; the PoT form is a short program that prints the answer. Everything is deterministic by seed.
 
-Template families: ``"A"`` (held-in: iteration-0 training data, sampling pool, held-in test) and ``"B"``
-(held-out test: other sentence templates and larger start values). Example (family A, k = 2)::
+Template families: ``"A"`` (held-in: iteration-0 training data, sampling pool, held-in test), ``"B"`` (the
+held-out test: A's operations, verbs and number ranges; every step names the person and the question is
+reworded) and ``"C"`` (a far held-out test: other verbs and larger start values). Example (family A, k = 2)::
 
     Mia has 7 apples. Then she buys 3 more apples. Then she doubles her apples. How many apples does Mia have now?
     Mia buys 3 more apples, so she has <<7+3=10>>10 apples.
@@ -42,7 +43,16 @@ QUESTION_STEPS: dict[str, dict[str, list[str]]] = {
         "mul2": ["Then {p} doubles {h} {o}."],
         "mul3": ["Then {p} triples {h} {o}."],
     },
+    # held-out: A's operations, verbs and number ranges, reworded: each step names the person instead of using the
+    # pronoun, and the question at the end is asked in other words (the openings are A's)
     "B": {
+        "add": ["Then {n} buys {b} more {o}.", "Then {n} finds {b} more {o}.", "Then {n} gets {b} more {o}."],
+        "sub": ["Then {n} gives away {b} {o}.", "Then {n} loses {b} {o}.", "Then {n} uses {b} {o}."],
+        "mul2": ["Then {n} doubles {h} {o}."],
+        "mul3": ["Then {n} triples {h} {o}."],
+    },
+    # far held-out (the demo's first held-out family): other verbs and larger start values; tiny bases score ~0-1%
+    "C": {
         "add": ["After that, a friend hands {n} {b} extra {o}.", "Next, {n} collects another {b} {o}."],
         "sub": ["After that, {n} trades away {b} {o}.", "Next, {b} of the {o} get lost."],
         "mul2": ["Next, the number of {o} becomes twice as large."],
@@ -50,10 +60,12 @@ QUESTION_STEPS: dict[str, dict[str, list[str]]] = {
     },
 }
 QUESTION_OPENINGS = {"A": ["{n} has {v} {o}.", "{n} starts with {v} {o}."],
-                     "B": ["At first, {n} owns {v} {o}.", "In the morning {n} counts {v} {o}."]}
+                     "B": ["{n} has {v} {o}.", "{n} starts with {v} {o}."],
+                     "C": ["At first, {n} owns {v} {o}.", "In the morning {n} counts {v} {o}."]}
 QUESTION_ENDINGS = {"A": ["How many {o} does {n} have now?", "How many {o} does {n} have at the end?"],
-                    "B": ["What is the final number of {o} that {n} owns?", "How many {o} are left with {n}?"]}
-START_RANGE = {"A": (2, 20), "B": (21, 40)}
+                    "B": ["How many {o} does {n} own in the end?", "What is the final number of {o} that {n} has?"],
+                    "C": ["What is the final number of {o} that {n} owns?", "How many {o} are left with {n}?"]}
+START_RANGE = {"A": (2, 20), "B": (2, 20), "C": (21, 40)}
 
 # Rationale lines: a few phrasings per operation so that correct samples are not all identical.
 RATIONALE_STEPS = {
@@ -159,6 +171,7 @@ class WorldConfig:
     level_weights: tuple[int, ...] = LEVEL_WEIGHTS
     test_level_weights: tuple[int, ...] = (1, 1, 1, 1, 1, 1)  # tests: equal items per level for tight intervals
     train_family: str = "A"
+    held_out_family: str = "B"  # B: A's verbs and numbers reworded; C: other verbs, larger start values
 
 
 def generate_world(cfg: WorldConfig) -> dict[str, list[dict]]:
@@ -169,7 +182,7 @@ def generate_world(cfg: WorldConfig) -> dict[str, list[dict]]:
     plan = [("train", cfg.n_train, cfg.train_family, cfg.level_weights),
             ("pool", cfg.n_pool, "A", cfg.level_weights),
             ("test_held_in", cfg.n_test_held_in, "A", cfg.test_level_weights),
-            ("test_held_out", cfg.n_test_held_out, "B", cfg.test_level_weights)]
+            ("test_held_out", cfg.n_test_held_out, cfg.held_out_family, cfg.test_level_weights)]
     for split, n, family, weights in plan:
         cot, pot = [], []
         levels = list(range(1, len(weights) + 1))
@@ -256,7 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, default in asdict(WorldConfig()).items():
         if isinstance(default, int):
             ap.add_argument(f"--{name}", type=int, default=default)
-    ap.add_argument("--train_family", default="A", choices=["A", "B"])
+    ap.add_argument("--train_family", default="A", choices=["A", "B", "C"])
+    ap.add_argument("--held_out_family", default="B", choices=["B", "C"])
     args = ap.parse_args(argv)
     cfg = WorldConfig(**{k: v for k, v in vars(args).items() if k in WorldConfig.__dataclass_fields__})
     for split, path in write_world(cfg, args.out_dir).items():

@@ -130,3 +130,76 @@ def test_rerun_reuses_every_finished_stage(demo_run):
     again = Runner(cfg, llm=llm, log=logs.append).run()
     assert logs and all(line.startswith("[cached]") for line in logs), logs
     assert again["arms"] == summary["arms"] and again["sampling"] == summary["sampling"]
+
+
+def test_gold_arm_trains_on_o_plus_every_pool_gold_rationale(demo_run):
+    cfg, out, summary, _, _ = demo_run
+    original = _read(out / "world" / "data" / "train" / "cot" / "synthetic.json")
+    pool = _read(out / "world" / "data" / "inference" / "cot" / "synthetic.json")
+    records = _read(out / "arms" / "gold" / "data" / "train.json")
+    assert records[:len(original)] == original
+    assert [(r["item_id"], r["answer_cot"]) for r in records[len(original):]] == \
+        [(p["item_id"], p["answer_cot"]) for p in pool]
+    assert summary["data"]["gold"]["kept"] == cfg.n_pool
+    assert {"state_reset_vs_gold", "gold_vs_control", "vanilla_vs_gold"} <= set(summary["comparisons"])
+
+
+def test_second_iteration_samples_with_each_arms_own_model(demo_run):
+    from src.demo import FIXED
+    from src.synthetic import check_synthetic_rationale
+
+    cfg, out, summary, _, _ = demo_run
+    assert cfg.iterations == 2
+    pool = {r["item_id"]: r for r in _read(out / "world" / "data" / "inference" / "cot" / "synthetic.json")}
+    chains = [a for a in cfg.arms if a not in FIXED]
+    for arm in chains:
+        stats = _read(out / "iter2" / "sampling" / arm / "sampling_stats.json")
+        assert stats["strategy"] == ("vanilla" if arm in ("vanilla", "brute_force") else arm)
+        if arm == "vanilla":
+            assert len(stats["rounds"]) == 1  # the vanilla arm never resamples
+        kept = [r for r in _read(out / "iter2" / "arms" / arm / "data" / "train.json") if "strategy" in r]
+        for rec in kept:
+            gold = pool[rec["item_id"]]
+            assert check_synthetic_rationale(gold["question"], gold["answer_cot"], rec["answer_cot"]) is None
+        rows = summary["iterations"]["arms"][arm]
+        assert [r["iteration"] for r in rows] == [1, 2]
+        hard = sum(1 for r in kept if r["level"] in HARD)
+        assert rows[1]["kept"] == {"n": len(kept), "hard": hard, "hard_share": hard / len(kept) if kept else None}
+        for seed in cfg.seeds:
+            assert (out / "eval" / f"iter2_{arm}_seed{seed}" / "synthetic_heldout_res.json").is_file()
+    # brute force spends what state reset spent on resampling in the same iteration
+    sr = _read(out / "iter2" / "sampling" / "state_reset" / "sampling_stats.json")
+    bf = _read(out / "iter2" / "sampling" / "brute_force" / "sampling_stats.json")
+    assert bf["token_budget"] == sum(r["generated_tokens"] for r in sr["rounds"][1:])
+    for arm in FIXED:
+        assert [r["iteration"] for r in summary["iterations"]["arms"][arm]] == [1]
+        assert not (out / "iter2" / "arms" / arm).exists()
+
+
+def test_iterations_with_brute_force_need_state_reset(tmp_path, capsys):
+    import demo
+
+    out = tmp_path / "d"
+    assert demo.main(["--out_dir", str(out), "--iterations", "2", "--arms", "control", "brute_force"]) == 2
+    assert "needs state_reset" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_report_has_each_sampling_run_once_perplexities_and_the_tail_figure(demo_run):
+    import csv
+
+    from src.analysis.tail import plot_tail_over_iterations
+    from src.demo import write_report
+
+    cfg, out, summary, _, _ = demo_run
+    report = write_report(out, cfg)
+    text = report.read_text()
+    assert "perplexity" in text.lower() and "under the base" in text
+    with open(out / "report" / "sampling_efficiency.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    # shared sampling is attached to the first seed of each arm only: one row per arm and sampled iteration
+    labels = [r["strategy"] for r in rows]
+    assert labels and all(label.endswith(f"(seed {cfg.seeds[0]})") for label in labels)
+    assert sum(label.startswith("state_reset ") for label in labels) == cfg.iterations
+    png = plot_tail_over_iterations(summary["iterations"], out / "report" / "tail_over_iterations.png")
+    assert png.stat().st_size > 0

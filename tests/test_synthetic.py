@@ -54,8 +54,14 @@ def test_splits_disjoint_levels_and_heldout_family(tmp_path):
     assert len(qs) == len(set(qs))
     assert {r["level"] for r in test_in} == set(range(1, 7))
     assert sum(r["level"] == 1 for r in test_in) == 10  # equal items per level in tests
-    assert all(not r["question"].startswith(("At first", "In the morning")) for r in test_in)
-    assert all(r["question"].startswith(("At first", "In the morning")) for r in test_out)
+    b_endings = ("own in the end?", "that {n} has?")
+    assert all(not r["question"].endswith(b_endings[0]) and "What is the final number" not in r["question"]
+               for r in test_in)
+    # held-out (family B): A's verbs, reworded: the question asked in other words, each step names the person
+    for r in test_out:
+        name = r["question"].split()[0]
+        assert r["question"].endswith(b_endings[0]) or "What is the final number" in r["question"]
+        assert r["question"].count(f"Then {name} ") == r["level"] and " Then she " not in r["question"]
 
 
 def test_process_check():

@@ -108,16 +108,25 @@ def line_style(arm: Arm) -> dict[str, Any]:
             "markersize": 7 if arm.is_control else 3, "label": arm.label}
 
 
+def after_initial(values: list[int]) -> list[int]:
+    """Cumulative counts from the end of the initial round: the x axis where strategies differ (the initial
+    round is shared, and drawn from 0 it takes most of the width)."""
+    return [v - values[0] for v in values]
+
+
+RESAMPLING_AXIS = "generated in the resampling rounds (cumulative; 0 = after the initial round)"
+
+
 def plot_coverage(runs: list[tuple[Arm, dict]], title: str, path: str | Path) -> Path:
-    """Coverage against cumulative samples and against cumulative generated tokens, one line per strategy."""
+    """Coverage against samples and against tokens spent after the initial round, one line per strategy."""
     plt = pyplot()
     fig, (ax_s, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
     for arm, stats in runs:
         c = curve(stats)
-        ax_s.plot(c.samples, [100 * v for v in c.coverage], **line_style(arm))
-        ax_t.plot(c.tokens, [100 * v for v in c.coverage], **line_style(arm))
-    ax_s.set_xlabel("samples generated (cumulative)")
-    ax_t.set_xlabel("tokens generated (cumulative)")
+        ax_s.plot(after_initial(c.samples), [100 * v for v in c.coverage], **line_style(arm))
+        ax_t.plot(after_initial(c.tokens), [100 * v for v in c.coverage], **line_style(arm))
+    ax_s.set_xlabel("samples " + RESAMPLING_AXIS)
+    ax_t.set_xlabel("tokens " + RESAMPLING_AXIS)
     for ax in (ax_s, ax_t):
         ax.set_ylabel("coverage (% of queries with a correct sample)")
         ax.grid(alpha=0.3)
@@ -139,9 +148,9 @@ def plot_coverage_by_level(runs: list[tuple[Arm, dict]], title: str, path: str |
     for ax, lv in zip(axes.flat, levels):
         for arm, c in curves:
             if lv in c.coverage_by_level:
-                ax.plot(c.tokens, [100 * v for v in c.coverage_by_level[lv]], **line_style(arm))
+                ax.plot(after_initial(c.tokens), [100 * v for v in c.coverage_by_level[lv]], **line_style(arm))
         ax.set_title(f"level {lv}")
-        ax.set_xlabel("tokens generated (cumulative)")
+        ax.set_xlabel("tokens after the initial round")
         ax.set_ylabel("coverage (%)")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(levels):]:

@@ -216,3 +216,33 @@ def plot_difficulty_by_strategy(kind: str, series: dict[str, Sequence[float]], t
     ax.set_title(title)
     ax.legend(fontsize=8)
     return save_figure(fig, path)
+
+
+def plot_tail_over_iterations(iterations: dict[str, Any], path: str | Path) -> Path:
+    """The demo's tail-narrowing figure from its summary's ``iterations`` block: per arm and iteration, the share
+    of kept samples at the hard levels (left; O and the pool as reference lines) and the seed-mean held-in
+    (solid) and held-out (dashed) accuracy (right)."""
+    plt = pyplot()
+    fig, (ax_tail, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    hard = ",".join(map(str, iterations["hard_levels"]))
+    for ref, style in (("original", ":"), ("pool", "-.")):
+        share = iterations[ref]["hard_share"]
+        if share is not None:
+            ax_tail.axhline(100 * share, color="grey", linestyle=style, label=f"{ref} (reference)")
+    for i, (arm, rows) in enumerate(iterations["arms"].items()):
+        color = f"C{i}"
+        its = [r["iteration"] for r in rows]
+        if any(r["kept"]["hard_share"] is not None for r in rows):
+            ax_tail.plot(its, [100 * (r["kept"]["hard_share"] or 0.0) for r in rows], marker="o", color=color,
+                         label=arm)
+        ax_acc.plot(its, [100 * r["held_in"]["mean"] for r in rows], marker="o", color=color, label=f"{arm} held-in")
+        ax_acc.plot(its, [100 * r["held_out"]["mean"] for r in rows], marker="s", linestyle="--", color=color,
+                    label=f"{arm} held-out")
+    ax_tail.set_ylabel(f"kept samples at levels {hard} (%)")
+    ax_acc.set_ylabel("accuracy (%, seed mean)")
+    for ax in (ax_tail, ax_acc):
+        ax.set_xlabel("iteration")
+        ax.set_xticks(range(1, int(iterations["iterations"]) + 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return save_figure(fig, path, "Tail over iterations: hard-level share of the kept data, and accuracy")
