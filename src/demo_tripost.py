@@ -1,6 +1,7 @@
 """``demo.py --experiment tripost``: TriPosT (issue 15 item 6) against an SFT control, from the demo's shared base.
 
-    .venv/bin/python demo.py --experiment tripost --out_dir output/demo_shared --seeds 1 2 3 --torch_threads 1
+    .venv/bin/python demo.py --experiment tripost --out_dir output/demo_shared --seeds 1 2 3 --arm_steps 100 \
+        --torch_threads 1
 
 1. attempts: the base answers the first ``n_questions`` pool questions (greedy, one attempt each);
 2. edit: the process verifier (``src.synthetic.first_wrong_synthetic_step`` + the grader) marks each attempt's
@@ -42,7 +43,7 @@ ROOT = "tripost"
 class TripostDemoConfig:
     """TriPosT's fixed settings in the demo (the released defaults where the method has one)."""
 
-    n_questions: int = field(default=1000, metadata={
+    n_questions: int = field(default=400, metadata={
         "help": "pool questions the base attempts (capped by the pool size); the control trains on their gold"})
     max_updates: int = field(default=5, metadata={"help": "improver updates per trajectory at most (official 5)"})
     max_words: int = field(default=512, metadata={"help": "attempts over this many words are dropped (official)"})
@@ -55,7 +56,7 @@ class TripostDemoConfig:
     eval_max_new_tokens: int = field(default=300, metadata={
         "help": "evaluation: new tokens per generation (a round writes feedback AND an updated attempt: a k = 6 "
                 "round is ~230 tokens of this tokenizer)"})
-    eval_per_level: int = field(default=50, metadata={
+    eval_per_level: int = field(default=20, metadata={
         "help": "evaluation: the first N items of each level of each test (0 = all); a model that does not know "
                 "the feedback format writes to the token limit in its round, so the full tests cost ~3x"})
 
