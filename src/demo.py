@@ -38,9 +38,11 @@ from typing import Any
 from src.records import load_records, write_json
 
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
-ARMS = ("control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven")
+ARMS = ("control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven",
+        "teacher_help")
 FIXED = ("control", "gold")  # arms whose data no model writes: trained once, the same in every iteration
-GUIDED = ("state_reset", "answer_driven", "rationale_driven")  # resampling strategies with the gold as guidance
+# resampling strategies with the gold as guidance (teacher_help: through the scripted teacher's HTTP server)
+GUIDED = ("state_reset", "answer_driven", "rationale_driven", "teacher_help")
 # demo.py --experiment NAME: the module whose ``run_experiment(runner) -> summary`` and ``format_table(summary)``
 # run the method's controlled experiment from the shared world and base ("gsi" is this module's own run)
 EXPERIMENTS = {"gsi": "src.demo_summary", "iwsi": "src.demo_iwsi", "srit": "src.demo_srit",
@@ -116,7 +118,7 @@ SCALES: dict[str, dict[str, Any]] = {
     "default": {},
     "large": {"n_original": 2000, "n_pool": 4000, "test_per_level": 500, "seeds": [1, 2, 3, 4],
               "arms": ["control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven",
-                       "rationale_driven"],
+                       "rationale_driven", "teacher_help"],
               "base_steps": 3000, "arm_steps": 1000, "out_dir": "output/demo_large"},
     "test": {"n_original": 300, "n_pool": 60, "test_per_level": 10, "seeds": [1, 2], "iterations": 2, "base_steps": 60,
              "arm_steps": 10, "max_resample_num": 2, "brute_force_max_rounds": 4, "max_new_tokens": 160,
@@ -298,6 +300,25 @@ class Runner:
         return self.stage(f"eval {name}", f"eval/{name}", {"model": model_key, "world": self.world_key,
                                                            "max_new_tokens": c.max_new_tokens}, run)
 
+    def teacher(self, strategy: str):
+        """teacher_help's teacher: the scripted synthetic teacher behind a real OpenAI-compatible server on
+        127.0.0.1 (src.synthetic_teacher), reached through the project's client as on a cluster."""
+        import contextlib
+
+        if strategy != "teacher_help":
+            return contextlib.nullcontext(None)
+        from src.synthetic_teacher import scripted_teacher_client
+
+        return scripted_teacher_client(load_records(self.out / "world" / "data" / "inference" / "cot" /
+                                                    "synthetic.json"))
+
+    @staticmethod
+    def teacher_key(strategy: str) -> dict:
+        """A changed critique reruns teacher_help's sampling."""
+        if strategy != "teacher_help":
+            return {}
+        return {"teacher": _file_sha(Path(__file__).with_name("synthetic_teacher.py"))}
+
     def sampling_cfg(self, strategy: str, rounds: int):
         from src.sampling import SamplingConfig
 
@@ -335,9 +356,10 @@ class Runner:
             def run(st: Stage) -> dict:
                 initial = load_initial()
                 # every strategy continues from the SAME initial samples (the costliest round runs once)
-                res = run_sampling(self.engine(base_model), [], HELD_IN, self.sampling_cfg(strategy, rounds),
-                                   engine_start_seconds=initial.stats.get("engine_start_seconds"),
-                                   initial=initial, token_budget=budget)
+                with self.teacher(strategy) as teacher:
+                    res = run_sampling(self.engine(base_model), [], HELD_IN, self.sampling_cfg(strategy, rounds),
+                                       engine_start_seconds=initial.stats.get("engine_start_seconds"),
+                                       initial=initial, token_budget=budget, teacher=teacher)
                 write_sampling_outputs(res, st.dir)
                 later = res.stats["rounds"][1:]
                 return {"generate_seconds": sum(r["generate_seconds"] for r in later),
@@ -347,7 +369,7 @@ class Runner:
         wanted = [s for s in GUIDED if s in c.arms or s == "state_reset" or s == "brute_force"]
         for strategy in wanted:
             key = {"initial": init_key, "strategy": strategy, "rounds": c.max_resample_num,
-                   "min_correct": c.min_correct_num}
+                   "min_correct": c.min_correct_num, **self.teacher_key(strategy)}
             out[strategy] = self.stage(f"sampling {strategy}", f"sampling/{strategy}", key,
                                        resample(strategy, c.max_resample_num, None))
         # brute force: unguided rounds until it has spent what state reset spent on its resampling rounds
@@ -427,12 +449,14 @@ class Runner:
         model = arm_dir(self.out, arm, t - 1) / f"seed{seed}" / "model"
         key = {"model": self.arm_keys[(arm, t - 1, seed)], "strategy": strategy, "rounds": rounds,
                "budget": budget, "min_correct": c.min_correct_num, "sample_num": c.sample_num,
-               "temperature": c.temperature, "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed}
+               "temperature": c.temperature, "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed,
+               **self.teacher_key(strategy)}
 
         def run(st: Stage) -> dict:
             pool = load_records(self.out / "world" / "data" / "inference" / "cot" / "synthetic.json")
-            res = run_sampling(self.engine(model), pool, HELD_IN, self.sampling_cfg(strategy, rounds),
-                               token_budget=budget)
+            with self.teacher(strategy) as teacher:
+                res = run_sampling(self.engine(model), pool, HELD_IN, self.sampling_cfg(strategy, rounds),
+                                   token_budget=budget, teacher=teacher)
             write_sampling_outputs(res, st.dir)
             return {"generate_seconds": sum(r["generate_seconds"] for r in res.stats["rounds"]),
                     "wall_seconds": sum(r["wall_seconds"] for r in res.stats["rounds"])}
@@ -484,6 +508,10 @@ class Runner:
                 summary["report_error"] = f"{type(err).__name__}: {err}"
                 self.log(f"[failed] report.md: {summary['report_error']}")
         write_json(self.out / "summary.json", summary)
+        from src.demo_summary import format_markdown
+        from src.records import write_text
+
+        write_text(self.out / "summary.md", format_markdown(summary))
         return summary
 
 

@@ -375,3 +375,52 @@ def format_table(summary: dict) -> str:
                  + f"; sum {t['sum_when_computed']:.0f}; this invocation {t['this_invocation']['wall_seconds']:.0f}"
                  + f" ({t['this_invocation']['cached_stages']} stages cached)")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- markdown (README)
+def _cell(block: dict) -> str:
+    lo, hi = block["ci95"]
+    return f"{100 * block['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _spread_cell(sp: dict) -> str:
+    return f"**{100 * sp['mean']:.1f}** ({100 * sp['min']:.1f}..{100 * sp['max']:.1f})"
+
+
+SHORT_VERDICT = {"beats": "**beats**", "is worse than": "**worse**", "is not distinguishable from": "~"}
+
+
+def format_markdown(summary: dict) -> str:
+    """The README's tables of a run: every arm and seed with Wilson intervals and the seed spread, the paired
+    differences with their verdicts, and the tail over iterations (written as ``summary.md`` beside the JSON)."""
+    hard = ",".join(map(str, summary["config"]["hard_levels"]))
+    parts = ("held_in", "all"), ("held_in", "hard"), ("held_out", "all"), ("held_out", "hard")
+    head = ["arm", "seed"] + [f"{t.replace('_', '-')} {'all' if p == 'all' else 'k' + hard}" for t, p in parts]
+    lines = ["Accuracy (%), Wilson 95% intervals per seed; mean (min..max) over seeds", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = summary["base"]["eval"]
+    lines.append("| base | - | " + " | ".join(_cell(base[t][p]) for t, p in parts) + " |")
+    for arm, info in summary["arms"].items():
+        for seed, block in info["seeds"].items():
+            lines.append(f"| {arm} | {seed} | " + " | ".join(_cell(block[t][p]) for t, p in parts) + " |")
+        lines.append(f"| {arm} | mean | " + " | ".join(_spread_cell(info["over_seeds"][t][p]) for t, p in parts)
+                     + " |")
+    lines += ["", "Paired differences (points; paired item bootstrap of seed-averaged scores, 95% interval) and "
+              "verdicts", "", "| comparison | " + " | ".join(head[2:]) + " |", "|---|" + "---|" * 4]
+    for name, entry in summary["comparisons"].items():
+        cells = []
+        for t, p in parts:
+            d = entry[f"{t}_{p}"]
+            word = SHORT_VERDICT.get(d["verdict"], d["verdict"])
+            cells.append(f"{100 * d['diff']:+.1f} ({100 * d['ci95'][0]:+.1f}..{100 * d['ci95'][1]:+.1f}) {word}")
+        lines.append(f"| {name.replace('_vs_', ' vs ')} | " + " | ".join(cells) + " |")
+    it = summary["iterations"]
+    lines += ["", f"Tail over iterations: kept samples and their share at levels {hard} (O "
+              f"{_pct(it['original']['hard_share']).strip()}%, pool {_pct(it['pool']['hard_share']).strip()}%); "
+              "accuracy = seed mean (min..max)", "",
+              "| arm | iteration | kept | hard share (%) | held-in | held-out |", "|---|---|---|---|---|---|"]
+    for arm, rows in it["arms"].items():
+        for r in rows:
+            lines.append(f"| {arm} | {r['iteration']} | {r['kept']['n']} | {_pct(r['kept']['hard_share']).strip()} | "
+                         f"{_spread_cell(r['held_in'])} | {_spread_cell(r['held_out'])} |")
+    return "\n".join(lines) + "\n"

@@ -58,6 +58,10 @@ def test_summary_file_holds_every_reported_part(demo_run):
     cat = summary["times"]["by_category_when_computed"]
     assert {"base", "training", "engine_start", "generation", "grading_and_bookkeeping"} <= set(cat)
     assert cat["training"] > 0 and cat["generation"] > 0
+    table = (out / "summary.md").read_text()  # the README's tables, from the same summary
+    for arm in cfg.arms:
+        assert f"| {arm} | mean |" in table and f"| {arm} | {cfg.seeds[0]} |" in table
+    assert "| state_reset vs gold |" in table
 
 
 def test_accuracies_and_comparisons_recompute_from_the_eval_files(demo_run):
