@@ -26,12 +26,18 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from src.demo import HELD_IN, HELD_OUT, Runner, _file_sha
-from src.demo_stats import paired_bootstrap_diff, verdict
-from src.demo_summary import PHASE_THRESHOLD, TEST_LABEL, _arm_blocks, eval_block
+from src.demo_summary import (
+    PHASE_THRESHOLD,
+    TEST_LABEL,
+    accuracy_table,
+    arm_blocks,
+    compare,
+    eval_block,
+    verdict_lines,
+)
 from src.records import load_records, write_json
 
 ARMS = ("lmsi", "iwsi", "iwsi_w", "label")
@@ -232,21 +238,10 @@ def build_summary(out: Path, cfg: Any, ic: IwsiDemoConfig, timeline: list[dict],
     """Everything reported, recomputed from the run's files."""
     hard = list(cfg.hard_levels)
     root = out / "iwsi"
-    shim = SimpleNamespace(arms=[f"iwsi_{a}" for a in ARMS], seeds=list(cfg.seeds))
-    blocks, flags = _arm_blocks(out, shim, hard)
+    blocks, flags = arm_blocks(out, [f"iwsi_{a}" for a in ARMS], list(cfg.seeds), hard)
     arms = {a: blocks[f"iwsi_{a}"] for a in ARMS}
     flags = {(k[0][len("iwsi_"):], *k[1:]): v for k, v in flags.items()}
-    comparisons = {}
-    for a, b in COMPARISONS:
-        entry = {}
-        for test in ("held_in", "held_out"):
-            for part in ("all", "hard"):
-                d = paired_bootstrap_diff(flags[(a, test, part)], flags[(b, test, part)])
-                sa, sb = arms[a]["over_seeds"][test][part], arms[b]["over_seeds"][test][part]
-                d["verdict"] = verdict(d, sa, sb)
-                d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
-                entry[f"{test}_{part}"] = d
-        comparisons[f"{a}_vs_{b}"] = entry
+    comparisons = {f"{a}_vs_{b}": compare(a, b, arms, flags) for a, b in COMPARISONS}
     counts = json.loads((root / "data" / "counts.json").read_text())
     ds = json.loads((root / "data" / "ds.json").read_text())
     base = {TEST_LABEL[t]: eval_block(json.loads((out / "eval" / "iwsi_base" / f"{t}_res.json").read_text()), hard)
@@ -259,7 +254,8 @@ def build_summary(out: Path, cfg: Any, ic: IwsiDemoConfig, timeline: list[dict],
                      "past_phase_transition": bool(mid) and sum(mid) / len(mid) >= PHASE_THRESHOLD},
             "data": _data_block(counts, ds), "vote_accuracy": _vote_block(counts), "figure": figure_data(ds),
             "arms": arms, "optimizer_steps": steps, "comparisons": comparisons,
-            "verdicts": _verdict_lines(comparisons), "times": _times(out, wall_seconds, timeline)}
+            "verdicts": [x for n, e in comparisons.items() for x in verdict_lines(*n.split("_vs_"), e)],
+            "times": _times(out, wall_seconds, timeline)}
 
 
 def _data_block(counts: dict, ds: dict) -> dict:
@@ -309,17 +305,6 @@ def figure_data(ds: dict, n_bins: int = 30) -> dict:
     return {"loss_histograms": {"edges": [float(e) for e in edges], **hist},
             "loss_means": {k: float(np.mean(v)) if len(v) else None for k, v in groups.items()},
             "ds_bins": bins}
-
-
-def _verdict_lines(comparisons: dict) -> list[str]:
-    lines = []
-    for name, entry in comparisons.items():
-        a, b = name.split("_vs_")
-        for key, d in entry.items():
-            lines.append(f"{a} {d['verdict']} {b} on {key.replace('_', ' ')}: {100 * d['diff']:+.1f} points "
-                         f"(95% item interval {100 * d['ci95'][0]:+.1f}..{100 * d['ci95'][1]:+.1f}; seed means "
-                         f"{100 * d['seed_means'][a]:.1f} vs {100 * d['seed_means'][b]:.1f})")
-    return lines
 
 
 def _times(out: Path, wall_seconds: float, timeline: list[dict]) -> dict:
@@ -372,27 +357,7 @@ def _pct(x: float | None) -> str:
 
 def format_table(summary: dict) -> str:
     hard = summary["config"]["hard_levels"]
-    lines = []
-    for test in ("held_in", "held_out"):
-        levels = list(summary["base"]["eval"][test]["by_level"])
-        head = (f"{'arm':<12}{'seed':>5} " + " ".join(f"{'k' + lv:>5}" for lv in levels)
-                + f"  {'all [95% CI]':>20}  {'hard k' + ','.join(map(str, hard)) + ' [95% CI]':>22}")
-        lines += [f"\nIWSI: accuracy (%), {test.replace('_', '-')} test", head, "-" * len(head)]
-
-        def row(label: str, seed: str, block: dict, levels: list[str] = levels) -> str:
-            a, h = block["all"], block["hard"]
-            return (f"{label:<12}{seed:>5} " + " ".join(_pct(block["by_level"][lv]["accuracy"]) for lv in levels)
-                    + f"  {_pct(a['accuracy'])} [{_pct(a['ci95'][0])},{_pct(a['ci95'][1])}]"
-                    + f"  {_pct(h['accuracy'])} [{_pct(h['ci95'][0])},{_pct(h['ci95'][1])}]")
-
-        lines.append(row("base", "-", summary["base"]["eval"][test]))
-        for arm, info in summary["arms"].items():
-            for seed, block in info["seeds"].items():
-                lines.append(row(arm, seed, block[test]))
-            sp = info["over_seeds"][test]
-            lines.append(f"{'  mean':<12}{'':>5} " + " ".join(_pct(sp["by_level"][lv]["mean"]) for lv in levels)
-                         + f"  {_pct(sp['all']['mean'])} ({_pct(sp['all']['min'])}..{_pct(sp['all']['max'])})"
-                         + f"  {_pct(sp['hard']['mean'])} ({_pct(sp['hard']['min'])}..{_pct(sp['hard']['max'])})")
+    lines = accuracy_table(summary["base"]["eval"], summary["arms"], hard, title="IWSI: accuracy")
     d, v = summary["data"], summary["vote_accuracy"]
     lines.append(f"\nCandidates {d['candidates']} (m = {summary['iwsi']['sample_num']} at T = "
                  f"{summary['iwsi']['temperature']}); samples kept: " + ", ".join(f"{a} {n}" for a, n in

@@ -26,11 +26,18 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from src.demo_stats import paired_bootstrap_diff, verdict
-from src.demo_summary import HELD_IN, HELD_OUT, TEST_LABEL, _arm_blocks, eval_block
+from src.demo_summary import (
+    HELD_IN,
+    HELD_OUT,
+    TEST_LABEL,
+    accuracy_table,
+    arm_blocks,
+    compare,
+    eval_block,
+    verdict_lines,
+)
 from src.records import load_records, write_json
 
 ARMS = ("control", "dpo")
@@ -190,18 +197,11 @@ def build_summary(out: Path, cfg: Any, s: SritConfig, timeline: list[dict], wall
     hard = list(cfg.hard_levels)
     base = {TEST_LABEL[ds]: eval_block(_read(out / "eval" / "srit_base" / f"{ds}_res.json"), hard)
             for ds in (HELD_IN, HELD_OUT)}
-    blocks, flags = _arm_blocks(out, SimpleNamespace(arms=[f"srit_{a}" for a in ARMS], seeds=cfg.seeds), hard)
+    blocks, flags = arm_blocks(out, [f"srit_{a}" for a in ARMS], list(cfg.seeds), hard)
     arms = {a: blocks[f"srit_{a}"] for a in ARMS}
-    comparison = {}
-    for test in ("held_in", "held_out"):
-        for part in ("all", "hard"):
-            d = paired_bootstrap_diff(flags[("srit_dpo", test, part)], flags[("srit_control", test, part)])
-            sa, sb = arms["dpo"]["over_seeds"][test][part], arms["control"]["over_seeds"][test][part]
-            d.update(verdict=verdict(d, sa, sb), seed_means={"dpo": sa["mean"], "control": sb["mean"]})
-            comparison[f"{test}_{part}"] = d
-    lines = [f"dpo {d['verdict']} control on {k.replace('_', ' ')}: {d['diff']:+.3f} (95% item interval "
-             f"{d['ci95'][0]:+.3f}..{d['ci95'][1]:+.3f}; seed means {d['seed_means']['dpo']:.3f} vs "
-             f"{d['seed_means']['control']:.3f})" for k, d in comparison.items()]
+    flags = {(k[0][len("srit_"):], *k[1:]): v for k, v in flags.items()}
+    comparison = compare("dpo", "control", arms, flags)
+    lines = verdict_lines("dpo", "control", comparison)
     return {"config": asdict(cfg), "srit": asdict(s),
             "phase1": "the demo's shared base: trained on O, whose gold rationales are the teacher's demonstrations",
             "base": base, "sampling": _sampling_block(out), "pairs": _pairs_block(out),
@@ -286,33 +286,9 @@ def _times(out: Path, timeline: list[dict], wall_seconds: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- the table
-def _pct(x: float) -> str:
-    return f"{100 * x:5.1f}"
-
-
-def _accuracy_rows(summary: dict, test: str) -> list[str]:
-    levels = list(summary["base"][test]["by_level"])
-    head = f"{'arm':<16}{'seed':>5} " + " ".join(f"{'k' + lv:>5}" for lv in levels) + \
-        f"  {'all [95% CI]':>20}  {'hard [95% CI]':>20}"
-    rows = [f"\nAccuracy (%), {test.replace('_', '-')} test", head, "-" * len(head)]
-
-    def row(label: str, seed: str, b: dict) -> str:
-        return (f"{label:<16}{seed:>5} " + " ".join(_pct(b["by_level"][lv]["accuracy"]) for lv in levels)
-                + f"  {_pct(b['all']['accuracy'])} [{_pct(b['all']['ci95'][0])},{_pct(b['all']['ci95'][1])}]"
-                + f"  {_pct(b['hard']['accuracy'])} [{_pct(b['hard']['ci95'][0])},{_pct(b['hard']['ci95'][1])}]")
-
-    rows.append(row("base (phase 1)", "-", summary["base"][test]))
-    for arm, info in summary["arms"].items():
-        rows += [row(arm, seed, block[test]) for seed, block in info["seeds"].items()]
-        sp = info["over_seeds"][test]
-        rows.append(f"{'  mean (min..max)':<21} " + " ".join(_pct(sp["by_level"][lv]["mean"]) for lv in levels)
-                    + f"  {_pct(sp['all']['mean'])} ({_pct(sp['all']['min'])}..{_pct(sp['all']['max'])})"
-                    + f"  {_pct(sp['hard']['mean'])} ({_pct(sp['hard']['min'])}..{_pct(sp['hard']['max'])})")
-    return rows
-
-
 def format_table(summary: dict) -> str:
-    lines = _accuracy_rows(summary, "held_in") + _accuracy_rows(summary, "held_out")
+    lines = accuracy_table(summary["base"], summary["arms"], summary["config"]["hard_levels"],
+                           title="SRIT (base = phase 1): accuracy")
     p, smp = summary["pairs"], summary["sampling"]
     lines.append(f"\nSamples: {smp['samples']} ({smp['correct_samples']} correct) on {smp['n_queries']} pool "
                  f"questions; pairs ({summary['srit']['pair_mode']}): {p['pairs']} from {p['questions_with_pair']} "

@@ -100,7 +100,7 @@ def build_summary(out_dir: Path, cfg: Any, timeline: list[dict], wall_seconds: f
 
     out_dir = Path(out_dir)
     hard = list(cfg.hard_levels)
-    arms, flags = _arm_blocks(out_dir, cfg, hard)
+    arms, flags = arm_blocks(out_dir, list(cfg.arms), list(cfg.seeds), hard)
     comparisons = _comparisons(cfg, arms, flags)
     return {"config": asdict(cfg), "base": _base_block(out_dir, hard), "sampling": _sampling_summary(out_dir, hard),
             "data": {arm: _data_block(out_dir, arm) for arm in cfg.arms}, "arms": arms,
@@ -189,13 +189,14 @@ def iterations_block(out_dir: Path, cfg: Any, hard: list[int]) -> dict[str, Any]
     return out
 
 
-def _arm_blocks(out_dir: Path, cfg: Any, hard: list[int]) -> tuple[dict[str, Any], dict]:
-    """Per arm: each seed's evaluation, then mean and spread over seeds; and the per-item flags for bootstraps."""
+def arm_blocks(out_dir: Path, arms_: list[str], seed_list: list[int], hard: list[int]) -> tuple[dict[str, Any], dict]:
+    """Per arm (its evaluations in ``eval/<arm>_seed<s>/``): each seed's accuracies, then mean and spread over
+    seeds; and the per-item flags, keyed (arm, test, "all" | "hard"), for the paired bootstraps."""
     arms: dict[str, Any] = {}
     flags: dict[tuple[str, str, str], list[list[bool]]] = {}
-    for arm in cfg.arms:
+    for arm in arms_:
         seeds = {}
-        for seed in cfg.seeds:
+        for seed in seed_list:
             edir = out_dir / "eval" / f"{arm}_seed{seed}"
             block = {}
             for ds in (HELD_IN, HELD_OUT):
@@ -218,24 +219,31 @@ GUIDED_ARMS = ("state_reset", "answer_driven", "rationale_driven", "teacher_help
 BASELINES = ("control", "vanilla", "gold")  # what every sampled arm is compared with
 
 
+def compare(a: str, b: str, arms: dict[str, Any], flags: dict) -> dict[str, dict]:
+    """Arm ``a`` minus arm ``b`` on each test and part: paired item bootstrap, seed means and the verdict."""
+    entry = {}
+    for test in ("held_in", "held_out"):
+        for part in ("all", "hard"):
+            d = paired_bootstrap_diff(flags[(a, test, part)], flags[(b, test, part)])
+            sa, sb = arms[a]["over_seeds"][test][part], arms[b]["over_seeds"][test][part]
+            d["verdict"] = verdict(d, sa, sb)
+            d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
+            entry[f"{test}_{part}"] = d
+    return entry
+
+
+def verdict_lines(a: str, b: str, entry: dict[str, dict]) -> list[str]:
+    """One printable line per test and part of :func:`compare`'s entry."""
+    return [f"{a} {d['verdict']} {b} on {key.replace('_', ' ')}: {d['diff']:+.3f} (95% item interval "
+            f"{d['ci95'][0]:+.3f}..{d['ci95'][1]:+.3f}; seed means {d['seed_means'][a]:.3f} vs "
+            f"{d['seed_means'][b]:.3f})" for key, d in entry.items()]
+
+
 def _comparisons(cfg: Any, arms: dict[str, Any], flags: dict) -> dict[str, Any]:
     """Every sampled arm against control, vanilla and gold, and gold against control: paired bootstrap + verdict."""
-    comparisons = {}
     pairs = [(a, b) for a in (*GUIDED_ARMS, "brute_force", "vanilla") for b in BASELINES if a != b]
     pairs.append(("gold", "control"))
-    for a, b in pairs:
-        if a not in cfg.arms or b not in cfg.arms:
-            continue
-        entry = {}
-        for test in ("held_in", "held_out"):
-            for part in ("all", "hard"):
-                d = paired_bootstrap_diff(flags[(a, test, part)], flags[(b, test, part)])
-                sa, sb = arms[a]["over_seeds"][test][part], arms[b]["over_seeds"][test][part]
-                d["verdict"] = verdict(d, sa, sb)
-                d["seed_means"] = {a: sa["mean"], b: sb["mean"]}
-                entry[f"{test}_{part}"] = d
-        comparisons[f"{a}_vs_{b}"] = entry
-    return comparisons
+    return {f"{a}_vs_{b}": compare(a, b, arms, flags) for a, b in pairs if a in cfg.arms and b in cfg.arms}
 
 
 def _verdict_lines(comparisons: dict) -> list[str]:
@@ -243,13 +251,8 @@ def _verdict_lines(comparisons: dict) -> list[str]:
     order = [f"{a}_vs_{b}" for a in GUIDED_ARMS for b in BASELINES] + ["vanilla_vs_control", "gold_vs_control"]
     lines = []
     for name in order:
-        if name not in comparisons:
-            continue
-        a, b = name.split("_vs_")
-        for key, d in comparisons[name].items():
-            lines.append(f"{a} {d['verdict']} {b} on {key.replace('_', ' ')}: {d['diff']:+.3f} "
-                         f"(95% item interval {d['ci95'][0]:+.3f}..{d['ci95'][1]:+.3f}; seed means "
-                         f"{d['seed_means'][a]:.3f} vs {d['seed_means'][b]:.3f})")
+        if name in comparisons:
+            lines += verdict_lines(*name.split("_vs_"), comparisons[name])
     return lines
 
 
@@ -306,17 +309,16 @@ def _iterations_table(it: dict) -> list[str]:
     return lines
 
 
-def format_table(summary: dict) -> str:
-    cfg = summary["config"]
-    hard = cfg["hard_levels"]
+def accuracy_table(base_eval: dict, arms: dict[str, Any], hard: list[int], title: str = "Accuracy") -> list[str]:
+    """Printable accuracy by level on both tests: the base, every arm and seed with Wilson intervals, and each
+    arm's mean (min..max) over seeds (``arms`` as :func:`arm_blocks` returns them)."""
     lines = []
     for test in ("held_in", "held_out"):
-        levels = list(summary["base"]["eval"][test]["by_level"])
+        levels = list(base_eval[test]["by_level"])
         head = f"{'arm':<18}{'seed':>5} " + " ".join(f"{'k' + lv:>5}" for lv in levels) + \
             f"  {'all [95% CI]':>20}  {'hard k' + ','.join(map(str, hard)) + ' [95% CI]':>22}"
-        lines += [f"\nAccuracy (%), {test.replace('_', '-')} test "
-                  f"({summary['base']['eval'][test]['by_level'][levels[0]]['n']} items per level)", head,
-                  "-" * len(head)]
+        lines += [f"\n{title} (%), {test.replace('_', '-')} test ({base_eval[test]['by_level'][levels[0]]['n']} "
+                  "items per level)", head, "-" * len(head)]
 
         def row(label: str, seed: str, block: dict, levels: list[str] = levels) -> str:
             a, h = block["all"], block["hard"]
@@ -324,8 +326,8 @@ def format_table(summary: dict) -> str:
                     + f"  {_pct(a['accuracy'])} [{_pct(a['ci95'][0])},{_pct(a['ci95'][1])}]"
                     + f"  {_pct(h['accuracy'])} [{_pct(h['ci95'][0])},{_pct(h['ci95'][1])}]")
 
-        lines.append(row("base", "-", summary["base"]["eval"][test]))
-        for arm, info in summary["arms"].items():
+        lines.append(row("base", "-", base_eval[test]))
+        for arm, info in arms.items():
             for seed, block in info["seeds"].items():
                 lines.append(row(arm, seed, block[test]))
             sp = info["over_seeds"][test]
@@ -333,6 +335,13 @@ def format_table(summary: dict) -> str:
                          + " ".join(_pct(sp["by_level"][lv]["mean"]) for lv in levels)
                          + f"  {_pct(sp['all']['mean'])} ({_pct(sp['all']['min'])}..{_pct(sp['all']['max'])})"
                          + f"  {_pct(sp['hard']['mean'])} ({_pct(sp['hard']['min'])}..{_pct(sp['hard']['max'])})")
+    return lines
+
+
+def format_table(summary: dict) -> str:
+    cfg = summary["config"]
+    hard = cfg["hard_levels"]
+    lines = accuracy_table(summary["base"]["eval"], summary["arms"], hard)
     s = summary["sampling"]
     lines.append(f"\nSampling on the pool ({s['initial']['n_queries']} queries), coverage (%) by level")
     levels = list(s["initial"]["coverage_by_level"])
