@@ -198,7 +198,7 @@ def test_report_has_each_sampling_run_once_perplexities_and_the_tail_figure(demo
     cfg, out, summary, _, _ = demo_run
     report = write_report(out, cfg)
     text = report.read_text()
-    assert "perplexity" in text.lower() and "under the base" in text
+    assert "under `the base`" in text and "| state_reset (seed 1) | original | perplexity |" in text
     with open(out / "report" / "sampling_efficiency.csv") as fh:
         rows = list(csv.DictReader(fh))
     # shared sampling is attached to the first seed of each arm only: one row per arm and sampled iteration
