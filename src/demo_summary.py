@@ -270,9 +270,9 @@ def stage_times(out_dir: Path, timeline: list[dict], wall_seconds: float) -> dic
             cat["base"] += s["seconds"]
         elif name == "world":
             cat["world"] += s["seconds"]
-        elif name.startswith("train "):
+        elif name.startswith("train ") or " train " in name:  # "iteration 2 train ..." too
             cat["training"] += s["seconds"]
-        elif name.startswith("data "):
+        elif name.startswith("data ") or " data " in name:
             cat["data"] += s["seconds"]
         elif "generate_seconds" in s:
             # engine start and reloads ran inside this stage (the Runner stores them in its marker)
