@@ -300,6 +300,11 @@ class Runner:
         return self.stage(f"eval {name}", f"eval/{name}", {"model": model_key, "world": self.world_key,
                                                            "max_new_tokens": c.max_new_tokens}, run)
 
+    @property
+    def pool_file(self) -> Path:
+        """The world's sampling pool P (CoT form)."""
+        return self.out / "world" / "data" / "inference" / "cot" / "synthetic.json"
+
     def teacher(self, strategy: str):
         """teacher_help's teacher: the scripted synthetic teacher behind a real OpenAI-compatible server on
         127.0.0.1 (src.synthetic_teacher), reached through the project's client as on a cluster."""
@@ -309,8 +314,7 @@ class Runner:
             return contextlib.nullcontext(None)
         from src.synthetic_teacher import scripted_teacher_client
 
-        return scripted_teacher_client(load_records(self.out / "world" / "data" / "inference" / "cot" /
-                                                    "synthetic.json"))
+        return scripted_teacher_client(load_records(self.pool_file))
 
     @staticmethod
     def teacher_key(strategy: str) -> dict:
@@ -453,7 +457,7 @@ class Runner:
                **self.teacher_key(strategy)}
 
         def run(st: Stage) -> dict:
-            pool = load_records(self.out / "world" / "data" / "inference" / "cot" / "synthetic.json")
+            pool = load_records(self.pool_file)
             with self.teacher(strategy) as teacher:
                 res = run_sampling(self.engine(model), pool, HELD_IN, self.sampling_cfg(strategy, rounds),
                                    token_budget=budget, teacher=teacher)
