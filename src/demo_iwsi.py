@@ -36,6 +36,8 @@ from src.demo_summary import (
     arm_blocks,
     compare,
     eval_block,
+    time_lines,
+    verdict_block,
     verdict_lines,
 )
 from src.records import load_records, write_json
@@ -369,14 +371,9 @@ def format_table(summary: dict) -> str:
     lines.append("DS bins (vote-kept samples): " + "; ".join(
         f"{b['bin']} n={b['n']} kept={b['kept_by_ds']} correct {_pct(b['label_correct_share'])}%"
         for b in summary["figure"]["ds_bins"]))
-    lines.append("\nComparisons (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed "
-                 "above every seed)")
-    lines += ["  " + x for x in summary["verdicts"]]
+    lines += verdict_block(summary, "Comparisons")
     if not summary["base"]["past_phase_transition"]:
         lines.append("\nWARNING: the base is below its phase transition (k2-4 mean held-in accuracy "
                      f"{summary['base']['mean_accuracy_k2_4']:.2f} < {PHASE_THRESHOLD}): the comparison says little.")
-    t = summary["times"]
-    lines.append("\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in
-                                                           t["by_category_when_computed"].items())
-                 + f"; this invocation {t['this_invocation']['wall_seconds']:.0f}")
+    lines += time_lines(summary["times"])
     return "\n".join(lines)

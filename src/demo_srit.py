@@ -36,6 +36,8 @@ from src.demo_summary import (
     arm_blocks,
     compare,
     eval_block,
+    time_lines,
+    verdict_block,
     verdict_lines,
 )
 from src.records import load_records, write_json
@@ -306,11 +308,5 @@ def format_table(summary: dict) -> str:
                      f"({mf['rewards/margins']:+.3f} -> {ml['rewards/margins']:+.3f}); accuracy "
                      f"{f['rewards/accuracies']:.2f} -> {la['rewards/accuracies']:.2f} "
                      f"({mf['rewards/accuracies']:.2f} -> {ml['rewards/accuracies']:.2f})")
-    lines.append("\nVerdicts (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed above "
-                 "every seed)")
-    lines += ["  " + v for v in summary["verdicts"]]
-    t = summary["times"]
-    lines.append("\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in
-                                                         t["by_category_when_computed"].items())
-                 + f"; sum {t['sum_when_computed']:.0f}; this invocation {t['this_invocation']['wall_seconds']:.0f}")
+    lines += verdict_block(summary) + time_lines(summary["times"])
     return "\n".join(lines)

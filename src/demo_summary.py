@@ -289,6 +289,21 @@ def stage_times(out_dir: Path, timeline: list[dict], wall_seconds: float) -> dic
                                 "computed_stages": [t for t in timeline if not t.get("cached")]}}
 
 
+def verdict_block(summary: dict, heading: str = "Verdicts") -> list[str]:
+    """The verdicts of an experiment's table under one explanation of how they are decided."""
+    return [f"\n{heading} (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed above "
+            "every seed)"] + ["  " + v for v in summary["verdicts"]]
+
+
+def time_lines(times: dict) -> list[str]:
+    """The table's last line: time per category when computed (see stage_times) and this invocation's."""
+    now = times["this_invocation"]
+    return ["\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                                   times["by_category_when_computed"].items() if v)
+            + f"; sum {times['sum_when_computed']:.0f}; this invocation {now['wall_seconds']:.0f}"
+            + f" ({now['cached_stages']} stages cached)"]
+
+
 # ------------------------------------------------------------------------------------------------ the table
 def _pct(x: float | None) -> str:
     return "  -  " if x is None else f"{100 * x:5.1f}"
@@ -371,18 +386,12 @@ def format_table(summary: dict) -> str:
         lines.append(f"{arm:<18}{d['records']:>8}{d['kept']:>7}{d['wrong_answer']:>7}{d['failed_check']:>8}"
                      f"{d['duplicate']:>6}")
     lines += _iterations_table(summary["iterations"])
-    lines.append("\nVerdicts (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed "
-                 "above every seed)")
-    lines += ["  " + v for v in summary["verdicts"]]
+    lines += verdict_block(summary)
     if not summary["base"]["past_phase_transition"]:
         lines.append(f"\nWARNING: the base's mean held-in accuracy over k = 2..4 is "
                      f"{summary['base']['mean_accuracy_k2_4']:.2f} < {PHASE_THRESHOLD}: it is below its phase "
                      "transition and the comparison above says little. Train it longer (--base_steps).")
-    t = summary["times"]
-    cat = t["by_category_when_computed"]
-    lines.append("\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in cat.items())
-                 + f"; sum {t['sum_when_computed']:.0f}; this invocation {t['this_invocation']['wall_seconds']:.0f}"
-                 + f" ({t['this_invocation']['cached_stages']} stages cached)")
+    lines += time_lines(summary["times"])
     return "\n".join(lines)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from src.demo_stats import paired_bootstrap_diff, seed_spread, verdict
-from src.demo_summary import eval_block, stage_times
+from src.demo_summary import eval_block, stage_times, time_lines, verdict_block
 from src.records import load_records, write_json
 
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
@@ -369,13 +369,6 @@ def format_table(summary: dict) -> str:
                  f"{ex['non_improvement_available']} non-improvement, {ex['gold']} gold (p = {ex['improve_ratio']}); "
                  f"control: {d['control_records']} gold rationales; optimizer steps "
                  f"{summary['arms']['tripost']['optimizer_steps']} vs {summary['arms']['control']['optimizer_steps']}")
-    lines.append("\nVerdicts (paired item bootstrap over seed-averaged scores; 'beats' also needs every seed "
-                 "above every seed)")
-    lines += ["  " + v for v in summary["verdicts"]]
-    t = summary["times"]
-    cat = t["by_category_when_computed"]
-    lines.append("\nTime (s) when computed: " + ", ".join(f"{k} {v:.0f}" for k, v in cat.items() if v)
-                 + f"; this invocation {t['this_invocation']['wall_seconds']:.0f}"
-                 + f" ({t['this_invocation']['cached_stages']} stages cached)")
+    lines += verdict_block(summary) + time_lines(summary["times"])
     return "\n".join(lines)
 

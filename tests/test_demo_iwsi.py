@@ -1,4 +1,4 @@
-"""`demo.py --experiment iwsi` end to end at `--scale test` size (its own engine: one run for the module), and
+"""`demo.py --experiment iwsi` end to end at `--scale test` size (the session engine: one run for the module), and
 what the arms' data must satisfy: IWSI keeps exactly floor(k * n) of the vote-kept samples, the lowest DS weights;
 the DS losses are the base model's; LMSI keeps the majority class; label keeps gold-correct samples only; every
 arm trains the same number of optimizer steps; the summary's statistics recompute from the files.
@@ -25,17 +25,24 @@ def _read(path: Path):
 
 
 @pytest.fixture(scope="module")
-def iwsi_run(tmp_path_factory, trained_tiny_model_dir):
+def iwsi_run(tmp_path_factory, llm, trained_tiny_model_dir):
     import demo
+    from src.demo import Runner
+    from src.engine import reload_weights
 
     out = tmp_path_factory.mktemp("demo_iwsi")
-    # the fixture model is the base as is (--base_steps 0): it writes answers, so votes have something to count
-    rc = demo.main(["--experiment", "iwsi", "--scale", "test", "--out_dir", str(out), "--init_model_dir",
-                    str(trained_tiny_model_dir), "--base_steps", "0", "--arm_steps", str(ARM_STEPS),
-                    "--seeds", *SEEDS, "--n_pool", "40", "--test_per_level", "6", "--torch_threads", "1",
-                    "--progress", "false"])
-    assert rc == 0
-    return out, _read(out / "iwsi" / "summary.json")
+    # the fixture model is the base as is (--base_steps 0): it writes answers, so votes have something to count.
+    # The flags go through the CLI's parser and checks; the run uses the session engine (built on the same
+    # model, so the vocabularies match): a second in-process engine would tear down vLLM's process-wide state
+    # on deletion and break the shared one.
+    cfg = demo.parse(["--experiment", "iwsi", "--scale", "test", "--out_dir", str(out), "--init_model_dir",
+                      str(trained_tiny_model_dir), "--base_steps", "0", "--arm_steps", str(ARM_STEPS),
+                      "--seeds", *SEEDS, "--n_pool", "40", "--test_per_level", "6", "--torch_threads", "1",
+                      "--progress", "false"])
+    demo.check_demo_args(cfg)
+    Runner(cfg, llm=llm, log=lambda _: None).run()
+    yield out, _read(out / "iwsi" / "summary.json")
+    reload_weights(llm, trained_tiny_model_dir)  # later tests expect the session model in the shared engine
 
 
 def test_summary_reports_every_arm_comparison_and_figure(iwsi_run):
