@@ -126,7 +126,6 @@ esac
 : "${NUM_SHARDS:=1}"                  # >1: sampling as NUM_SHARDS engines, merged (scripts/cluster/sample_shards.sh)
 : "${SHARDS_PER_NODE:=}"              # shards side by side on a node (empty: its GPUs / DEVICE_NUM)
 : "${SHARD_NODES:=1}"                 # >1: spread the shards over this many nodes of the allocation (srun)
-export NUM_SHARDS SHARDS_PER_NODE SHARD_NODES
 : "${TEACHER_MODEL:=}"                # teacher_help: model name served at TEACHER_BASE_URL
 : "${TEACHER_SERVE_PATH:=}"           # teacher_help: if set, serve this model folder locally for the stage
 : "${TEACHER_PORT:=8000}"             # port of the teacher served here (TEACHER_SERVE_PATH)
@@ -186,15 +185,8 @@ fi
 # Other settings (CHECK_RESULT, TEMPERATURE, ...) are not in the name (the original's names); changing one reruns
 # the stages whose command it changes and everything downstream. Set EXP_NAME to keep both runs.
 : "${EXP_DIR:=$OUTPUT_DIR/$MODEL_TAG/$EXP_NAME}"
-# The stage templates run as child processes: they must see exactly these settings.
-export PROFILE STRATEGY EXP_TAG MODE MODEL_PATH MODEL_NAME MODEL_TAG OUTPUT_DIR DATA_DIR DATA_NAME NUM_ITERS \
-    START_ITER SEED TRAIN_DATASETS SAMPLE_NUM MIN_CORRECT_NUM MAX_RESAMPLE_NUM TEMPERATURE MAX_LENGTH MAX_MODEL_LEN \
-    DEVICE_NUM TEACHER_MODEL TEACHER_BASE_URL TEACHER_SERVE_PATH TEACHER_PORT EVAL_DATASETS ORIGINAL_DATA \
-    GPU_IDS NUM_GPUS POT_WORKERS GRADER TEACHER_CONCURRENCY TEACHER_PREFLIGHT SAMPLE_GPUS TEACHER_GPUS TEACHER_TP TEACHER_GPU_MEM \
-    SAVING_STEP_FREQ GRADIENT_CHECKPOINTING TORCH_DTYPE TRAIN_PROCS GLOBAL_BATCH MAIN_PROCESS_PORT \
-    INCLUDE_ORIGINAL INCLUDE_PRE_ITER CHECK_RESULT MAX_PER_QUESTION FILTER_ARGS ACCELERATE_CONFIG BATCH_SIZE GRAD_ACC \
-    LEARNING_RATE WEIGHT_DECAY N_EPOCHS MAX_STEPS WARMUP_STEP LR_SCHEDULER MAX_INPUT_LENGTH KEEP_NUM_CKPT TRAIN_EXTRA_ARGS TRAIN_TOKENIZE_ARGS \
-    DRY_RUN STAGE_RETRIES EXP_NAME EXP_DIR PYTHON ACCELERATE EVAL_EXTRA_ARGS
+# The stages run as functions of this shell (the templates too, when gsi_main calls them): nothing is exported
+# but what a child process reads from its environment (GSI_REPO, PYTHONPATH above; each command gets its flags).
 
 # ------------------------------------------------------------------------------------------------ helpers
 gsi_log() { printf '[gsi %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -210,7 +202,7 @@ gsi_stage() {
         printf '\n'
         return 0
     fi
-    "$PYTHON" -m src.stages run --stage "$name" --root "$EXP_DIR" \
+    "$PYTHON" -m src.stages run --stage "$name" --root "$EXP_DIR" --retries "$STAGE_RETRIES" \
         --marker "$stage_dir/stages/$name.json" --log "$stage_dir/logs/$name.log" \
         --inputs "${STAGE_INPUTS[@]}" --outputs "${STAGE_OUTPUTS[@]}" \
         --resumable "${STAGE_RESUMABLE[@]}" -- "$@"
@@ -218,23 +210,26 @@ gsi_stage() {
 
 # The data files of a space-separated list of data set names (file names come from src/datasets.py).
 # gsi_lookup test|pool NAMES: sets GSI_FILES_test / GSI_FILES_pool (one path per line; file names come from
-# src/datasets.py), once per script run: the values are exported to the stage templates. Unknown name: exit.
+# src/datasets.py), once per script run. Unknown name: exit.
 gsi_lookup() {
     local var="GSI_FILES_$1" listing
     if [[ -z "${!var:-}" ]]; then
         # shellcheck disable=SC2086
         listing="$("$PYTHON" -m src.stages files "$1" --data_dir "$DATA_DIR" --mode "$MODE" $2)" || exit 2
         printf -v "$var" '%s' "$listing"
-        export "${var?}"
     fi
 }
 
+# The sampling CLI of STRATEGY: inference.py for vanilla, else inference_<STRATEGY>.py (one per registered
+# strategy, src/sampling/strategies.py).
 gsi_inference_script() {
-    case "$STRATEGY" in
-        vanilla) echo inference.py ;;
-        answer_driven | rationale_driven | teacher_help | state_reset) echo "inference_${STRATEGY}.py" ;;
-        *) echo "unknown STRATEGY '$STRATEGY'" >&2; return 1 ;;
-    esac
+    if [[ "$STRATEGY" == vanilla ]]; then echo inference.py; return 0; fi
+    if [[ "$STRATEGY" =~ ^[a-z_]+$ && -f "$GSI_REPO/inference_${STRATEGY}.py" ]]; then
+        echo "inference_${STRATEGY}.py"
+        return 0
+    fi
+    echo "unknown STRATEGY '$STRATEGY' (vanilla, or X with an inference_X.py)" >&2
+    return 1
 }
 
 gsi_iter_data() { echo "$EXP_DIR/iter_data/${DATA_NAME}_iter_$1.json"; }
@@ -308,7 +303,8 @@ gsi_sample_stage() {
     local -a shard_launch=()
     if ((NUM_SHARDS > 1)); then  # finished shards survive a rerun of the stage; merged into inference_data
         results="$ITER_DIR/inference_shards" STAGE_RESUMABLE=("$ITER_DIR/inference_shards")
-        shard_launch=(env "NUM_SHARDS=$NUM_SHARDS" "GPUS_PER_SHARD=${device_num[0]}" "SRUN_NODES=$SHARD_NODES"
+        shard_launch=(env "PYTHON=$PYTHON" "NUM_SHARDS=$NUM_SHARDS" "GPUS_PER_SHARD=${device_num[0]}"
+                      "SRUN_NODES=$SHARD_NODES"
                       SKIP_FINISHED=1 "MERGE_OUT=$ITER_DIR/inference_data" bash scripts/cluster/sample_shards.sh)
         if [[ -n "$SHARDS_PER_NODE" ]]; then shard_launch=("${shard_launch[@]:0:1}" "SHARDS_PER_NODE=$SHARDS_PER_NODE"
                                                           "${shard_launch[@]:1}"); fi
@@ -486,6 +482,7 @@ gsi_teacher_preflight() {
 # Before any stage of a run (every method's main): show the settings, build the tiny world and model when asked,
 # and check that every test set and pool file exists.
 gsi_prepare_run() {
+    gsi_inference_script > /dev/null || exit 2  # a misspelt strategy fails now, not after the first training
     gsi_settings
     if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
     gsi_lookup test "$EVAL_DATASETS"
@@ -500,11 +497,10 @@ gsi_main() {
     if ((START_ITER == 0)); then gsi_data_stage; fi
     local i
     for ((i = START_ITER; i < NUM_ITERS; i++)); do
-        export ITER_DIR="$EXP_DIR/iter_$i" TRAIN_FILE
-        TRAIN_FILE="$(gsi_iter_data "$i")"
-        bash scripts/_template.sh
+        ITER_DIR="$EXP_DIR/iter_$i" TRAIN_FILE="$(gsi_iter_data "$i")"
+        gsi_train_stage           # scripts/_template.sh
         gsi_eval_stage
-        bash scripts/_template_inference.sh
+        gsi_sample_stage          # scripts/_template_inference.sh
         gsi_generate_stage "$i"
     done
     if [[ "$DRY_RUN" != 1 ]]; then "$PYTHON" -m src.stages report "$EXP_DIR"; fi

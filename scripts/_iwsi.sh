@@ -20,8 +20,6 @@ case "$IWSI_VARIANT" in
     iwsi_w) TRAIN_EXTRA_ARGS+=" --sample_weight_field w_prime --sample_weight_clip $IWSI_CLIP" ;;
     *) echo "unknown IWSI_VARIANT '$IWSI_VARIANT' (iwsi, iwsi_w or lmsi)" >&2; exit 2 ;;
 esac
-export IWSI_VARIANT KEEP_FRACTION DS_SPAN DS_REFERENCE_CLIP DS_MODEL IWSI_CLIP VALID_FRACTION VALID_SOURCE IWSI_VALID \
-    TRAIN_EXTRA_ARGS
 
 # The valid set, once per experiment (its own stage; the arrays of the calling stage are kept).
 gsi_iwsi_valid_stage() {

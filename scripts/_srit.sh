@@ -24,8 +24,6 @@ case "$PROFILE" in
     tiny) : "${DPO_LR:=5e-4}" "${DPO_BATCH:=8}" ;;
 esac
 : "${DPO_GRAD_ACC:=1}"               # with GLOBAL_BATCH set, DeepSpeed's accumulation keeping it (as train.py)
-export TEACHER_PATH TEACHER_SAMPLE_NUM TEACHER_KEEP ROUNDS PAIR_MODE MAX_PAIRS DPO_BETA DPO_EPOCHS DPO_EXTRA_ARGS \
-    DPO_LR DPO_BATCH DPO_GRAD_ACC
 
 gsi_srit_pairs() { echo "$EXP_DIR/iter_data/pairs_iter_$1.json"; }
 
@@ -86,8 +84,7 @@ gsi_srit_phase1() {
     gsi_log "SRIT phase 1 in $EXP_DIR (teacher: ${TEACHER_PATH:-the original data $ORIGINAL_DATA})"
     gsi_prepare_run
     gsi_srit_demo_stage
-    export ITER_DIR="$EXP_DIR/iter_0" TRAIN_FILE
-    TRAIN_FILE="$(gsi_iter_data 0)"
+    ITER_DIR="$EXP_DIR/iter_0" TRAIN_FILE="$(gsi_iter_data 0)"
     gsi_train_stage
     gsi_eval_stage
 }

@@ -14,8 +14,6 @@ set -euo pipefail
 : "${SECTION_WEIGHT:=1.5}"           # weight of the tokens from the first "Feedback:" on in examples with an error
 : "${SELF_IMPROVE_ROUNDS:=2}"        # evaluation: rounds of own feedback and revision
 : "${TRIPOST_N_EPOCHS:=$N_EPOCHS}" "${TRIPOST_LEARNING_RATE:=$LEARNING_RATE}" "${TRIPOST_MAX_STEPS:=$MAX_STEPS}"
-export TRIPOST_VERIFIER TRIPOST_IMPROVER TRIPOST_MAX_UPDATES TRIPOST_WINDOW IMPROVE_RATIO SECTION_WEIGHT \
-    SELF_IMPROVE_ROUNDS TRIPOST_N_EPOCHS TRIPOST_LEARNING_RATE TRIPOST_MAX_STEPS
 
 gsi_tripost_edit_stage() {  # gsi_tripost_edit_stage I: inference_data of iteration I -> trajectories
     local i=$1
@@ -52,8 +50,7 @@ gsi_tripost_main() {
     if ((START_ITER == 0)); then gsi_data_stage; fi
     local i
     for ((i = START_ITER; i < NUM_ITERS; i++)); do
-        export ITER_DIR="$EXP_DIR/iter_$i" TRAIN_FILE
-        TRAIN_FILE="$(gsi_iter_data "$i")"
+        ITER_DIR="$EXP_DIR/iter_$i" TRAIN_FILE="$(gsi_iter_data "$i")"
         if ((i == 0)); then
             gsi_train_stage
             gsi_eval_stage

@@ -25,7 +25,6 @@ of the stages it depends on) and its time; a rerun skips every stage whose marke
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -35,7 +34,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from src.records import load_records, write_json
+from src.records import load_records, sha256_file, write_json
+from src.stages import Stage, settings_key
 
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
 ARMS = ("control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven",
@@ -128,36 +128,8 @@ SCALES: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------------------------------- stages
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _file_sha(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-@dataclass
-class Stage:
-    """A finished-stage marker: ``<dir>/stage.json`` = {key, seconds, info}; written last, atomically."""
-
-    name: str
-    dir: Path
-    key: str
-
-    @property
-    def marker(self) -> Path:
-        return self.dir / "stage.json"
-
-    def done(self) -> dict | None:
-        if not self.marker.is_file():
-            return None
-        saved = json.loads(self.marker.read_text())
-        return saved if saved.get("key") == self.key else None
-
-    def finish(self, seconds: float, **info: Any) -> dict:
-        saved = {"stage": self.name, "key": self.key, "seconds": round(seconds, 3), **info}
-        write_json(self.marker, saved)
-        return saved
+    return sha256_file(path)[:16]
 
 
 class Runner:
@@ -173,7 +145,7 @@ class Runner:
 
     # ----------------------------------------------------------------------------------------- helpers
     def stage(self, name: str, rel: str, key_obj: Any, fn: Callable[[Stage], dict]) -> dict:
-        st = Stage(name, self.out / rel, _key(key_obj))
+        st = Stage(name, self.out / rel, settings_key(key_obj))
         saved = st.done()
         if saved is not None:
             self.timeline.append({"stage": name, "cached": True, "seconds": 0.0})
@@ -235,18 +207,16 @@ class Runner:
         from src.tiny import TinyModelConfig, build_tiny_model
 
         c = self.cfg
-        data = self.out / "world" / "data"
         # the base depends on O and P only (their text trains the tokenizer, O the weights): a held-out test change
         # keeps it
-        self.base_key = {"data": [_file_sha(data / "train" / "cot" / "synthetic.json"),
-                                  _file_sha(data / "inference" / "cot" / "synthetic.json")],
+        self.base_key = {"data": [_file_sha(self.original_file), _file_sha(self.pool_file)],
                          "steps": c.base_steps, "lr": c.base_lr, "seed": c.base_seed,
                          "batch": c.batch_size, "tiny": asdict(TinyModelConfig(seed=c.base_seed)),
                          "init": c.init_model_dir}
 
         def run(st: Stage) -> dict:
-            original = load_records(data / "train" / "cot" / "synthetic.json")
-            pool = load_records(data / "inference" / "cot" / "synthetic.json")
+            original = load_records(self.original_file)
+            pool = load_records(self.pool_file)
             # the tokenizer sees O and P text (no test text); the weights start random
             init = Path(c.init_model_dir) if c.init_model_dir else build_tiny_model(
                 st.dir / "init", original + pool, TinyModelConfig(seed=c.base_seed))
@@ -255,7 +225,7 @@ class Runner:
                     raise ValueError("--base_steps 0 needs --init_model_dir (the base to use as is)")
                 shutil.copytree(init, st.dir / "model", dirs_exist_ok=True)
                 return {"model": str(st.dir / "model"), "copied_from": str(init)}
-            model = self.train(init, data / "train" / "cot" / "synthetic.json", st.dir, c.base_steps, c.base_lr,
+            model = self.train(init, self.original_file, st.dir, c.base_steps, c.base_lr,
                                c.base_seed)
             return {"model": str(model)}
 
@@ -302,8 +272,11 @@ class Runner:
 
     @property
     def pool_file(self) -> Path:
-        """The world's sampling pool P (CoT form)."""
-        return self.out / "world" / "data" / "inference" / "cot" / "synthetic.json"
+        return pool_file(self.out)
+
+    @property
+    def original_file(self) -> Path:
+        return original_file(self.out)
 
     def teacher(self, strategy: str):
         """teacher_help's teacher: the scripted synthetic teacher behind a real OpenAI-compatible server on
@@ -336,13 +309,12 @@ class Runner:
         from src.sampling import SamplingRun, run_sampling, write_sampling_outputs
 
         c = self.cfg
-        data = self.out / "world" / "data"
         base_model = self.out / "base" / "model"
         init_key = {"base": self.base_key, "sample_num": c.sample_num, "temperature": c.temperature,
                     "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed}
 
         def initial(st: Stage) -> dict:
-            pool = load_records(data / "inference" / "cot" / "synthetic.json")
+            pool = load_records(self.pool_file)
             run = run_sampling(self.engine(base_model), pool, HELD_IN, self.sampling_cfg("vanilla", 0))
             write_sampling_outputs(run, st.dir)
             return {"generate_seconds": run.stats["rounds"][0]["generate_seconds"],
@@ -389,15 +361,14 @@ class Runner:
         """O + the arm's kept samples (answer correct, process check passed, no duplicate); gold: O + P's gold."""
         from src.filtering import FilterConfig, SampledSet, build_next_iteration
 
-        data = self.out / "world" / "data"
         src = None if arm in FIXED else sampling_dir(self.out, arm, t)
         key = {"world": self.world_key, "arm": arm, "iteration": 1 if src is None else t,
                "sampling": None if src is None else json.loads((src / "stage.json").read_text())["key"]}
 
         def run(st: Stage) -> dict:
-            original = load_records(data / "train" / "cot" / "synthetic.json")
+            original = load_records(self.original_file)
             if arm == "gold":
-                records, counts = gold_data(original, load_records(data / "inference" / "cot" / "synthetic.json"))
+                records, counts = gold_data(original, load_records(self.pool_file))
             else:
                 sampled = []
                 if src is not None:
@@ -520,6 +491,16 @@ class Runner:
 
 
 # ------------------------------------------------------------------------------- the run's layout, one home
+def original_file(out: Path) -> Path:
+    """The world's original training data O (CoT form)."""
+    return out / "world" / "data" / "train" / "cot" / "synthetic.json"
+
+
+def pool_file(out: Path) -> Path:
+    """The world's sampling pool P (CoT form)."""
+    return out / "world" / "data" / "inference" / "cot" / "synthetic.json"
+
+
 def sampling_dir(out: Path, arm: str, t: int) -> Path:
     """Where arm's samples of iteration t are: iteration 1 shares the base's runs, later ones are the arm's."""
     return out / "sampling" / arm if t == 1 else out / f"iter{t}" / "sampling" / arm
@@ -585,7 +566,7 @@ def write_report(out_dir: Path, cfg: DemoConfig) -> Path:
 
     from src.analysis import Arm, HfPerplexity, ReportInputs, build_report
 
-    original = load_records(out_dir / "world" / "data" / "train" / "cot" / "synthetic.json")
+    original = load_records(original_file(out_dir))
     arms = []
     for arm in cfg.arms:
         for seed in cfg.seeds:

@@ -64,9 +64,7 @@ class IwsiDemoConfig:
 
 
 def _paths(runner: Runner) -> dict[str, Path]:
-    data = runner.out / "world" / "data"
-    return {"original": data / "train" / "cot" / "synthetic.json",
-            "pool": data / "inference" / "cot" / "synthetic.json",
+    return {"original": runner.original_file, "pool": runner.pool_file,
             "base": runner.out / "base" / "model", "root": runner.out / "iwsi"}
 
 

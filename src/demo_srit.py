@@ -85,7 +85,7 @@ def sample_stage(runner) -> dict:
            "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed}
 
     def run(st) -> dict:
-        pool = load_records(runner.out / "world" / "data" / "inference" / "cot" / "synthetic.json")
+        pool = load_records(runner.pool_file)
         res = run_sampling(runner.engine(runner.out / "base" / "model"), pool, HELD_IN,
                            runner.sampling_cfg("vanilla", 0))
         write_sampling_outputs(res, st.dir)
@@ -118,7 +118,7 @@ def control_data_stage(runner, s: SritConfig, sampling_key: str) -> dict:
     key = {"sampling": sampling_key, "world": runner.world_key, "with_original": s.control_with_original}
 
     def run(st) -> dict:
-        original = load_records(runner.out / "world" / "data" / "train" / "cot" / "synthetic.json")
+        original = load_records(runner.original_file)
         sampled = load_sampled([_dir(runner, "sampling")])
         records, counts = build_next_iteration(sampled, FilterConfig(dedupe=True, merged_first=True),
                                                original=original if s.control_with_original else None)

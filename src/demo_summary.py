@@ -168,12 +168,11 @@ def iterations_block(out_dir: Path, cfg: Any, hard: list[int]) -> dict[str, Any]
     """Tail narrowing over iterations: per arm and iteration, the share of the kept (self-generated or gold)
     samples at the hard levels, and held-in / held-out accuracy over seeds (mean, min..max). References: the
     shares of O and of the pool."""
-    from src.demo import FIXED, arm_dir, eval_name
+    from src.demo import FIXED, arm_dir, eval_name, original_file, pool_file
 
-    world = out_dir / "world" / "data"
     out: dict[str, Any] = {"hard_levels": hard, "iterations": cfg.iterations,
-                           "original": _hard_share(_read(world / "train" / "cot" / "synthetic.json"), hard),
-                           "pool": _hard_share(_read(world / "inference" / "cot" / "synthetic.json"), hard),
+                           "original": _hard_share(_read(original_file(out_dir)), hard),
+                           "pool": _hard_share(_read(pool_file(out_dir)), hard),
                            "arms": {}}
     for arm in cfg.arms:
         rows = []

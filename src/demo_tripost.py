@@ -95,7 +95,7 @@ def attempts_stage(runner, tc: TripostDemoConfig) -> dict:
            "max_new_tokens": c.max_new_tokens, "engine_seed": c.engine_seed}
 
     def run(st) -> dict:
-        pool = load_records(runner.out / "world" / "data" / "inference" / "cot" / "synthetic.json")
+        pool = load_records(runner.pool_file)
         scfg = SamplingConfig(strategy="vanilla", sample_num=1, min_correct_num=0, max_resample_num=0,
                               temperature=0.0, max_new_tokens=c.max_new_tokens, progress=c.progress)
         res = run_sampling(runner.engine(runner.out / "base" / "model"), pool[:tc.n_questions], HELD_IN, scfg)
@@ -133,7 +133,7 @@ def data_stage(runner, tc: TripostDemoConfig) -> dict:
     def run(st) -> dict:
         trajectories = load_trajectories([str(runner.out / ROOT / "edit")])
         records, counts = build_tripost_data(trajectories, tc.improve_ratio)
-        pool = load_records(runner.out / "world" / "data" / "inference" / "cot" / "synthetic.json")
+        pool = load_records(runner.pool_file)
         asked = {t["item_id"] for t in trajectories}
         gold = [r for r in pool if r["item_id"] in asked]
         write_json(st.dir / "tripost" / "train.json", records)

@@ -258,7 +258,8 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
 SUMMARY_DIGEST = "data_sha256"
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | Path) -> str:
+    """The file's sha256, read in 1 MiB blocks (a multi-GB file never sits in memory)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -270,7 +271,7 @@ def write_json_with_summary(path: str | Path, data: Any, summary_path: str | Pat
                             indent: int | None = 2, final_newline: bool = True) -> Path:
     """Write ``data`` to ``path``, then ``summary`` plus the data file's sha256 to ``summary_path`` (module doc)."""
     write_json(path, data, indent=indent, final_newline=final_newline)
-    write_json(summary_path, {**summary, SUMMARY_DIGEST: _sha256(Path(path))})
+    write_json(summary_path, {**summary, SUMMARY_DIGEST: sha256_file(path)})
     return Path(path)
 
 
@@ -279,7 +280,7 @@ def read_summary(summary_path: str | Path, path: str | Path) -> dict:
     summary = read_json_or_jsonl(summary_path)
     if not isinstance(summary, dict) or SUMMARY_DIGEST not in summary:
         raise RecordError(f"{summary_path}: no {SUMMARY_DIGEST} field (not written with its data file)")
-    if not Path(path).is_file() or summary[SUMMARY_DIGEST] != _sha256(Path(path)):
+    if not Path(path).is_file() or summary[SUMMARY_DIGEST] != sha256_file(path):
         raise RecordError(f"{summary_path}: does not describe {path} (sha256 differs: an interrupted run "
                           "replaced one without the other; rerun the step)")
     return summary

@@ -21,7 +21,6 @@ and the reproducibility contract.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import re
 import sys
 from collections import Counter
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from src.cli import UsageError, check_output, one_line_errors, output_lock, run_cli
-from src.records import read_json_or_jsonl, write_json
+from src.records import read_json_or_jsonl, sha256_file, write_json
 
 MANIFEST = "shard_manifest.json"
 SHARD_DIR = re.compile(r"shard_(\d+)_of_(\d+)")
@@ -79,14 +78,6 @@ class ShardArguments:
     def start(self, folder: Path) -> None:
         """Drop an earlier manifest: from now until the new one is written, this shard counts as unfinished."""
         (folder / MANIFEST).unlink(missing_ok=True)
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _versions() -> dict[str, str]:

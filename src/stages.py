@@ -34,10 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from src.records import write_json
+from src.records import sha256_file, write_json
 
 ENGINE_FILES = ("metrics.json", "sampling_stats.json")  # files whose engine_start_seconds a stage reports
-_CHUNK = 1 << 20
 STAGE_ORDER = ("data", "train", "eval", "sample", "generate")  # order of the stages within an iteration
 
 
@@ -53,11 +52,7 @@ def file_fingerprint(path: Path) -> str:
     if path.name.endswith(STAT_SUFFIXES):
         st = path.stat()
         return f"stat:{st.st_size}:{st.st_mtime_ns}"
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def fingerprint_path(path: str | Path) -> str:
@@ -276,6 +271,38 @@ def report(exp_dir: str | Path) -> list[dict[str, Any]]:
             rows.append({"iteration": int(marker.parts[-3].split("_")[1]), "stage": record.stage,
                          "wall_seconds": record.wall_seconds, "engine_start_seconds": record.engine_start_seconds})
     return rows
+
+
+# ------------------------------------------------------------------------------ in-process stages (demo.py)
+def settings_key(settings: Any) -> str:
+    """A short digest of a stage's settings (JSON-able; other values by their str)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Stage:
+    """A stage run inside the calling process (the demo's): finished when ``<dir>/stage.json`` holds its key.
+    The marker is written last and atomically, so a stage cut short is redone; a changed key redoes it too."""
+
+    name: str
+    dir: Path
+    key: str
+
+    @property
+    def marker(self) -> Path:
+        return self.dir / "stage.json"
+
+    def done(self) -> dict | None:
+        if not self.marker.is_file():
+            return None
+        saved = json.loads(self.marker.read_text())
+        return saved if saved.get("key") == self.key else None
+
+    def finish(self, seconds: float, **info: Any) -> dict:
+        saved = {"stage": self.name, "key": self.key, "seconds": round(seconds, 3), **info}
+        write_json(self.marker, saved)
+        return saved
+
 
 
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:

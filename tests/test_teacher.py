@@ -199,6 +199,18 @@ def test_preflight_fails_fast_on_a_closed_port():
     assert f"127.0.0.1:{port}/v1/models does not answer" in str(err.value) and "TEACHER_PORT" in str(err.value)
 
 
+def test_preflight_cli_answers_in_one_line(model_list_server, capsys):
+    from src.sampling.teacher import main
+
+    assert main(["--teacher_model", "meta-llama/Meta-Llama-3-70B-Instruct",
+                 "--teacher_base_url", model_list_server, "--teacher_preflight_timeout", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m src.sampling.teacher: error: ") and "\n" not in err
+    assert "--served-model-name" in err
+    assert main(["--teacher_model", _ModelList.served, "--teacher_base_url", model_list_server]) == 0
+    assert capsys.readouterr().out.startswith(f"teacher ok: {model_list_server} serves")
+
+
 def test_teacher_cli_stops_before_the_engine_on_a_closed_port(synthetic_dir, tmp_path):
     port = _free_port()
     cmd = [sys.executable, "inference_teacher_help.py", "--model_name_or_path", str(tmp_path / "no_model"),

@@ -219,27 +219,23 @@ class SympyChecker:
 
     def equal(self, pred: str, gold: str) -> bool | None:
         """True / False, or None when the comparison ran out of time or the helper failed."""
-        with self.worker.lock:
-            try:
-                reply = self.worker.call({"pred": pred, "gold": gold}, self.timeout)
-            except TimeoutError:
-                self.timeouts += 1
-                return None
-            except HelperDied:
-                return None
-        return reply.get("equal") if "equal" in reply else None
+        return self._ask({"pred": pred, "gold": gold}, "equal")
 
     def value(self, expr: str) -> float | None:
         """The real numeric value of a closed-form answer, or None (not a real number, timeout, failure)."""
+        return self._ask({"expr": expr}, "value")
+
+    def _ask(self, request: dict, answer_field: str):
+        """The helper's answer to one request, or None on a timeout, a dead helper or a reply without it."""
         with self.worker.lock:
             try:
-                reply = self.worker.call({"expr": expr}, self.timeout)
+                reply = self.worker.call(request, self.timeout)
             except TimeoutError:
                 self.timeouts += 1
                 return None
             except HelperDied:
                 return None
-        return reply.get("value")
+        return reply.get(answer_field)
 
     def close(self) -> None:
         self.worker.close()

@@ -202,19 +202,21 @@ class _Replicas:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m src.sampling.teacher --teacher_model NAME --teacher_base_url URL``: the preflight alone (the
-    iteration scripts run it before the first stage, so a wrong name or port fails before hours of training)."""
-    import sys
+    iteration scripts run it before the first stage, so a wrong name or port fails before hours of training).
+    A failed check is one line on stderr and exit 2 (src/cli.py)."""
+    from src.cli import UsageError, parse_args, run_cli
 
-    from transformers import HfArgumentParser
+    prog = "python -m src.sampling.teacher"
 
-    (cfg,) = HfArgumentParser([TeacherConfig]).parse_args_into_dataclasses(args=argv)
-    try:
-        served = preflight(cfg)
-    except TeacherError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"teacher ok: {cfg.teacher_base_url} serves {served}")
-    return 0
+    def body() -> None:
+        (cfg,) = parse_args([TeacherConfig], argv, prog)
+        try:
+            served = preflight(cfg)
+        except TeacherError as err:
+            raise UsageError(str(err)) from None
+        print(f"teacher ok: {cfg.teacher_base_url} serves {served}")
+
+    return run_cli(prog, body)
 
 
 if __name__ == "__main__":
