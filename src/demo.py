@@ -412,14 +412,15 @@ class Runner:
         """Iteration t >= 2: the arm's own model of iteration t-1 (first seed) samples the pool with its strategy;
         brute force stops once it has spent what state reset spent on its resampling rounds in this iteration."""
         from src.sampling import run_sampling, write_sampling_outputs
+        from src.sampling.strategies import BRUTE_FORCE, strategy_of_arm
 
         c = self.cfg
         seed = c.seeds[0]
-        strategy, rounds, budget = arm, c.max_resample_num, None
+        strategy, rounds, budget = strategy_of_arm(arm), c.max_resample_num, None
         if arm == "vanilla":
             rounds = 0
-        elif arm == "brute_force":
-            strategy, rounds = "vanilla", c.brute_force_max_rounds
+        elif arm == BRUTE_FORCE:
+            rounds = c.brute_force_max_rounds
             budget = resample_tokens(sampling_dir(self.out, "state_reset", t))
         model = arm_dir(self.out, arm, t - 1) / f"seed{seed}" / "model"
         key = {"model": self.arm_keys[(arm, t - 1, seed)], "strategy": strategy, "rounds": rounds,

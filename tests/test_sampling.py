@@ -99,6 +99,19 @@ def test_state_reset_lines_grow_then_repeat_the_cap_then_wrap():
     assert all(p.endswith("\n") and "The answer is" not in p for p in got)  # never the whole rationale
 
 
+def test_brute_force_is_the_vanilla_strategy_with_rounds_wherever_a_run_is_read():
+    from src.analysis.experiment import strategy_of_name, strategy_of_stats
+    from src.sampling.strategies import BRUTE_FORCE, arm_of, strategy_of_arm
+
+    assert arm_of("vanilla", 128) == BRUTE_FORCE and arm_of("vanilla", 0) == "vanilla"
+    assert arm_of("state_reset", 8) == "state_reset" and strategy_of_arm(BRUTE_FORCE) == "vanilla"
+    assert strategy_of_stats({"strategy": "vanilla", "max_resample_num": 128}) == BRUTE_FORCE
+    assert strategy_of_name("uniform_sample_8_correct_4_max_128") == BRUTE_FORCE  # the original scripts' name
+    assert strategy_of_name("state_reset_sample_8") == "state_reset" and strategy_of_name("misc") == ""
+    with pytest.raises(ValueError):
+        strategy_of_arm("brute")
+
+
 def test_state_reset_token_fractions_use_the_students_tokenizer(tiny_model_dir, pool):
     from transformers import AutoTokenizer
 

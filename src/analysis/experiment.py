@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from src.records import RecordError, read_json_or_jsonl
+from src.sampling.strategies import ARM_ALIASES, BRUTE_FORCE, STRATEGIES, arm_of
 
 _ITER_DIR = re.compile(r"^iter_(\d+)$")
 _ITER_FILE = re.compile(r"^(?P<name>.+)_iter_(?P<i>\d+)\.json$")
-KNOWN_STRATEGIES = ("answer_driven", "rationale_driven", "teacher_help", "state_reset", "brute_force", "vanilla")
+KNOWN_STRATEGIES = (*(s for s in STRATEGIES if s != "vanilla"), BRUTE_FORCE, "vanilla")  # longest prefix first
 CONTROL = "vanilla"  # 8 samples, no resampling: the paper's control
-BRUTE_FORCE = "brute_force"  # unguided resampling (vanilla strategy with max_resample_num > 0)
 
 
 @dataclass
@@ -84,17 +84,15 @@ class Arm:
 
 def strategy_of_stats(stats: dict) -> str:
     """Strategy name of a sampling run; the vanilla strategy with resampling rounds is brute force."""
-    name = str(stats.get("strategy", ""))
-    if name == "vanilla" and int(stats.get("max_resample_num", 0) or 0) > 0:
-        return BRUTE_FORCE
-    return name
+    return arm_of(str(stats.get("strategy", "")), int(stats.get("max_resample_num", 0) or 0))
 
 
 def strategy_of_name(folder: str) -> str:
     """Strategy from an experiment folder name (``state_reset_sample_8_...``); '' when it names none."""
     lowered = folder.lower()
-    if lowered.startswith(("uniform", "brute")):  # the original scripts' name for brute force
-        return BRUTE_FORCE
+    alias = next((arm for prefix, arm in ARM_ALIASES.items() if lowered.startswith(prefix)), "")
+    if alias:
+        return alias
     return next((s for s in KNOWN_STRATEGIES if lowered.startswith(s)), "")
 
 

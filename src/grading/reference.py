@@ -14,7 +14,10 @@ or times out gives "". Differences from the original that remain are listed in d
 
 Safety, unlike the original: programs run in the PoT sandbox, never here; the original's ``eval`` of numeric
 strings and of ``latex2sympy`` output is replaced by :func:`_value_of_latex` (a small LaTeX parser building the
-same sympy objects latex2sympy2 builds, printed by sympy, then evaluated by a whitelist arithmetic walker).
+same sympy objects latex2sympy2 builds, printed by sympy, then evaluated by a whitelist arithmetic walker). That
+parser is deliberately not :mod:`src.grading.mathparse`: it reproduces latex2sympy2's quirks (implicit products
+associate to the right, any letter but ``e`` fails as the original's ``eval`` raised NameError, trailing text is
+ignored), which the project's grammar must not have.
 """
 
 from __future__ import annotations

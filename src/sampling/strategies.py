@@ -149,3 +149,20 @@ def get_strategy(name: str) -> Strategy:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]
+
+
+# Brute force is no strategy of its own: the vanilla strategy given resampling rounds (the paper's unguided
+# control at the same token budget; the original scripts call its experiment "uniform"). It is named here once,
+# for every reader of sampling runs (src/analysis) and every experiment that trains it (src/demo.py).
+BRUTE_FORCE = "brute_force"
+ARM_ALIASES = {"uniform": BRUTE_FORCE, "brute": BRUTE_FORCE}  # experiment-folder prefixes that mean brute force
+
+
+def arm_of(strategy: str, max_resample_num: int) -> str:
+    """The arm a sampling run belongs to: its strategy, except vanilla with resampling rounds (brute force)."""
+    return BRUTE_FORCE if strategy == Vanilla.name and max_resample_num > 0 else strategy
+
+
+def strategy_of_arm(arm: str) -> str:
+    """The strategy that samples for an arm (a strategy name, or brute force)."""
+    return Vanilla.name if arm == BRUTE_FORCE else get_strategy(arm).name
