@@ -71,7 +71,9 @@ def test_hostile_expressions_are_refused_fast_and_never_run(expr, tmp_path):
     why = check_annotations(f"It has <<{expr}=1>>1 parts.\nThe answer is 1")
     elapsed = time.perf_counter() - start
     assert why is not None and "annotation 1" in why
-    assert elapsed < 0.05, f"{expr!r} took {elapsed:.3f} s"
+    # evaluated, several of these would run for hours or exhaust memory; refused, they take microseconds. The bound
+    # is loose on purpose (a shared CI machine stalls for whole seconds): it only tells the two apart
+    assert elapsed < 2.0, f"{expr!r} took {elapsed:.3f} s"
     assert not marker.exists(), "a hostile annotation was executed"
 
 
