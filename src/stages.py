@@ -313,9 +313,20 @@ def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The scripts' plumbing; exit 0 done, 1 a failed stage (or ``done``: not done), 2 bad input (src/cli.py)."""
+    from src.cli import run_cli
+
+    return run_cli(PROG, lambda: _main(list(sys.argv[1:] if argv is None else argv)))
+
+
+PROG = "python -m src.stages"
+
+
+def _main(argv: list[str]) -> int:
+    from src.cli import UsageError, one_line_errors
+
     own, command = _split_command(argv)
-    ap = argparse.ArgumentParser(prog="python -m src.stages", description=__doc__.split("\n\n")[0])
+    ap = one_line_errors(argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0]), PROG)
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a stage unless done (command after --)")
     r.add_argument("--stage", required=True, help="stage name, e.g. train, eval, sample, generate")
@@ -362,8 +373,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 spec = get_dataset(name)
             except ValueError as err:
-                print(f"[stages] error: {err}", file=sys.stderr)
-                return 2
+                raise UsageError(str(err)) from None
             print(spec.test_file(args.data_dir) if args.kind == "test" else spec.pool_file(args.mode, args.data_dir))
         return 0
     rows = report(args.exp_dir)

@@ -262,20 +262,28 @@ def first_wrong_synthetic_step(question: str, gold_rationale: str, rationale: st
     return None
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def main(argv: list[str] | None = None) -> int:
+    from src.cli import check_output, one_line_errors, run_cli
+
+    prog = "python -m src.synthetic"
+    ap = one_line_errors(argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0],
+                                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter), prog)
     ap.add_argument("--out_dir", default="data/synthetic", help="root of the written data layout")
     for name, default in asdict(WorldConfig()).items():
         if isinstance(default, int):
             ap.add_argument(f"--{name}", type=int, default=default)
     ap.add_argument("--train_family", default="A", choices=["A", "B", "C"])
     ap.add_argument("--held_out_family", default="B", choices=["B", "C"])
-    args = ap.parse_args(argv)
-    cfg = WorldConfig(**{k: v for k, v in vars(args).items() if k in WorldConfig.__dataclass_fields__})
-    for split, path in write_world(cfg, args.out_dir).items():
-        print(f"{split}: {path}")
+
+    def body() -> None:
+        args = ap.parse_args(argv)
+        check_output("out_dir", args.out_dir, "folder")
+        cfg = WorldConfig(**{k: v for k, v in vars(args).items() if k in WorldConfig.__dataclass_fields__})
+        for split, path in write_world(cfg, args.out_dir).items():
+            print(f"{split}: {path}")
+
+    return run_cli(prog, body)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -89,18 +89,27 @@ def save_untied(model, tokenizer, out_dir: str | Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
+    from src.cli import check_input_file, check_output, one_line_errors, run_cli
     from src.records import load_records
 
-    ap = argparse.ArgumentParser(description="Build the tiny tokenizer + Llama used by the demo and the tests.")
+    prog = "python -m src.tiny"
+    ap = one_line_errors(argparse.ArgumentParser(
+        prog=prog, description="Build the tiny tokenizer + Llama used by the demo and the tests."), prog)
     ap.add_argument("--out_dir", required=True)
     ap.add_argument("--corpus", required=True, help="JSON training file whose question+answer_cot train the BPE")
     for name, default in asdict(TinyModelConfig()).items():
         ap.add_argument(f"--{name}", type=int, default=default)
-    args = ap.parse_args(argv)
-    cfg = TinyModelConfig(**{k: getattr(args, k) for k in TinyModelConfig.__dataclass_fields__})
-    print(build_tiny_model(args.out_dir, load_records(args.corpus, "train"), cfg))
+
+    def body() -> None:
+        args = ap.parse_args(argv)
+        corpus = load_records(check_input_file("corpus", args.corpus), "train")
+        check_output("out_dir", args.out_dir, "folder")
+        cfg = TinyModelConfig(**{k: getattr(args, k) for k in TinyModelConfig.__dataclass_fields__})
+        print(build_tiny_model(args.out_dir, corpus, cfg))
+
+    return run_cli(prog, body)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -543,3 +544,29 @@ def test_greedy_sampling_of_several_samples_is_refused_before_the_engine(tmp_pat
     err = capsys.readouterr().err
     assert rc == 2 and "--temperature > 0" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# ---- the modules' own command lines (python -m src.X) ----------------------------------------------------------
+MODULE_CASES = {
+    "stages: unknown data set": ("src.stages", ["files", "test", "--data_dir", "data", "gsm9k"], ["gsm9k"]),
+    "stages: unknown command": ("src.stages", ["bogus"], ["bogus"]),
+    "synthetic: bad number": ("src.synthetic", ["--n_pool", "many"], ["--n_pool"]),
+    "tiny: missing corpus": ("src.tiny", ["--out_dir", "{work}/tiny", "--corpus", "{work}/none.json"],
+                             ["--corpus", "none.json"]),
+    "teacher: closed port": ("src.sampling.teacher", ["--teacher_model", "t", "--teacher_base_url",
+                                                      "http://127.0.0.1:{free_port}/v1", "--teacher_preflight_timeout",
+                                                      "5"], ["does not answer", "TEACHER_PORT"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MODULE_CASES))
+def test_module_clis_refuse_in_one_line(case, work, capsys):
+    import importlib
+
+    module, argv, needles = MODULE_CASES[case]
+    with socket.socket() as sock:  # bound and released: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        free_port = sock.getsockname()[1]
+    argv = [a.replace("{work}", str(work)).replace("{free_port}", str(free_port)) for a in argv]
+    assert_refused(importlib.import_module(module).main(argv), capsys, f"python -m {module}", *needles)
+    assert not (work / "tiny").exists()
