@@ -422,7 +422,7 @@ gsi_tiny_setup() {
         printf '\n'
         return 0
     fi
-    gsi_log "the demo's world and base in $TINY_BASE_DIR (first time: the base trains, ~6 min on 2 idle cores)"
+    gsi_log "the demo's world and base in $TINY_BASE_DIR (default recipe: the shipped base; else trained, ~7.5 min)"
     "${cmd[@]}" >&2
 }
 

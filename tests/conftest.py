@@ -20,6 +20,28 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing may reach a hub during t
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 
+def _one_engine_per_process() -> None:
+    """A second in-process vLLM engine is refused: deleting one tears down vLLM's process-wide parallel state,
+    which breaks every later test that uses the shared engine (a failure far from its cause). Tests pass the
+    session ``llm`` instead, or run the command in a subprocess."""
+    import src.engine
+
+    build = src.engine.build_llm
+    built: list[str] = []
+
+    def build_once(cfg):
+        if built:
+            raise RuntimeError(f"a second vLLM engine in the test process (the first was built on {built[0]}): "
+                               "use the session `llm` fixture or run the command in a subprocess")
+        built.append(cfg.model_name_or_path)
+        return build(cfg)
+
+    src.engine.build_llm = build_once
+
+
+_one_engine_per_process()
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():

@@ -207,3 +207,24 @@ def test_report_has_each_sampling_run_once_perplexities_and_the_tail_figure(demo
     assert sum(label.startswith("state_reset ") for label in labels) == cfg.iterations
     png = plot_tail_over_iterations(summary["iterations"], out / "report" / "tail_over_iterations.png")
     assert png.stat().st_size > 0
+
+
+def test_the_shipped_base_serves_the_default_recipe_only(tmp_path):
+    """make demo starts from data/demo_base when the world and base recipe are the default ones; any other
+    recipe trains its own base. Fails when the default world or recipe changes: rebuild the shipped base (its
+    stage.json says how)."""
+    import hashlib
+
+    from src.demo import SHIPPED_BASE, DemoConfig, Runner
+
+    runner = Runner(DemoConfig(out_dir=str(tmp_path / "default")), log=lambda _: None)
+    runner.world()
+    info = runner.base()
+    assert info.get("copied_from") == str(SHIPPED_BASE), "the default world or base recipe no longer matches"
+    shipped = json.loads((SHIPPED_BASE / "stage.json").read_text())
+    weights = (tmp_path / "default" / "base" / "model" / "model.safetensors").read_bytes()
+    assert hashlib.sha256(weights).hexdigest() == shipped["model_sha256"]
+    other = Runner(DemoConfig(out_dir=str(tmp_path / "other"), n_original=40, n_pool=8, test_per_level=2,
+                              base_steps=2, torch_threads=1, progress=False), log=lambda _: None)
+    other.world()
+    assert "copied_from" not in other.base()  # trained (2 steps), not copied
