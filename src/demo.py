@@ -361,7 +361,7 @@ class Runner:
                         "wall_seconds": sum(r["wall_seconds"] for r in later)}
             return run
 
-        wanted = [s for s in GUIDED if s in c.arms or s == "state_reset" or s == "brute_force"]
+        wanted = [s for s in GUIDED if s in c.arms or s == "state_reset"]  # state reset sets brute force's budget
         for strategy in wanted:
             key = {"initial": init_key, "strategy": strategy, "rounds": c.max_resample_num,
                    "min_correct": c.min_correct_num, **self.teacher_key(strategy)}
@@ -391,9 +391,7 @@ class Runner:
             else:
                 sampled = []
                 if src is not None:
-                    # vanilla keeps the initial samples only; the others the initial + their resampled ones
-                    items = json.loads((src / ("results_before_resample.json" if arm == "vanilla"
-                                               else "results.json")).read_text())
+                    items = arm_samples(src, arm)
                     stats = json.loads((src / "sampling_stats.json").read_text())
                     sampled = [SampledSet(HELD_IN, items, str(src), stats["strategy"], stats["sample_num"])]
                 # this project's filter (strict process check, no duplicates, O first), not the original's defaults
@@ -535,6 +533,13 @@ def eval_name(arm: str, t: int, seed: int) -> str:
     return f"{arm}_seed{seed}" if t == 1 or arm in FIXED else f"iter{t}_{arm}_seed{seed}"
 
 
+def arm_samples(sampling_dir: Path, arm: str) -> list[dict]:
+    """The sampling results an arm's data comes from: vanilla keeps the initial round only (it never resamples);
+    the other arms the initial samples plus their resampled ones."""
+    name = "results_before_resample.json" if arm == "vanilla" else "results.json"
+    return json.loads((sampling_dir / name).read_text())
+
+
 def resample_tokens(sampling_dir: Path) -> int:
     """Tokens a sampling run generated after its initial round."""
     stats = json.loads((sampling_dir / "sampling_stats.json").read_text())
@@ -614,7 +619,7 @@ def write_report(out_dir: Path, cfg: DemoConfig) -> Path:
 
 def _add_arm_sampling(a, arm: str, sdir: Path, iteration: int) -> None:
     stats = json.loads((sdir / "sampling_stats.json").read_text())
-    results = json.loads((sdir / ("results_before_resample.json" if arm == "vanilla" else "results.json")).read_text())
+    results = arm_samples(sdir, arm)
     if arm == "vanilla":
         stats = {**stats, "rounds": stats["rounds"][:1]}
     a.add_sampling(iteration, stats, results)

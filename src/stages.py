@@ -38,6 +38,7 @@ from src.records import sha256_file, write_json
 
 ENGINE_FILES = ("metrics.json", "sampling_stats.json")  # files whose engine_start_seconds a stage reports
 STAGE_ORDER = ("data", "train", "eval", "sample", "generate")  # order of the stages within an iteration
+PROG = "python -m src.stages"
 
 
 # Weight and optimizer-state files (GBs each) are fingerprinted by size and modification time instead of their
@@ -304,7 +305,6 @@ class Stage:
         return saved
 
 
-
 def _split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     if "--" not in argv:
         return argv, []
@@ -317,9 +317,6 @@ def main(argv: list[str] | None = None) -> int:
     from src.cli import run_cli
 
     return run_cli(PROG, lambda: _main(list(sys.argv[1:] if argv is None else argv)))
-
-
-PROG = "python -m src.stages"
 
 
 def _main(argv: list[str]) -> int:
