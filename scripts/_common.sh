@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Shared logic of every GSI shell script (sourced, never run). The calling script sets its defaults first
-# (": "${VAR:=value}"), so every setting can be overridden from the environment:
+# Shared logic of every GSI shell script (sourced, never run). The calling script names its own settings as it
+# sources this file (`source _common.sh PROFILE=tiny STRATEGY=state_reset ...`); every default is in
+# src/profiles.py, and every setting can be overridden from the environment:
 #
 #   NUM_ITERS=1 SAMPLE_NUM=4 bash scripts/tiny/cot_train_state_reset.sh
 #   DRY_RUN=1 bash scripts/llama3/cot_train_state_reset.sh     # print the settings and every stage's command
@@ -33,158 +34,16 @@ if [[ -z "${ACCELERATE:-}" ]]; then
     [[ -x "$ACCELERATE" ]] || ACCELERATE=accelerate
 fi
 
-# ------------------------------------------------------------------------------------------------ GPUs
-# The GPUs of this job: CUDA_VISIBLE_DEVICES (SLURM sets it for --gpus), else SLURM_GPUS_ON_NODE, else
-# nvidia-smi; on a machine with none of them (a login node: DRY_RUN) the paper's 8 are assumed.
-gsi_gpu_ids() {
-    if [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
-        echo "${CUDA_VISIBLE_DEVICES//,/ }"
-    elif [[ "${SLURM_GPUS_ON_NODE:-}" =~ ^[0-9]+$ ]]; then
-        seq -s ' ' 0 $((SLURM_GPUS_ON_NODE - 1))
-    elif command -v nvidia-smi > /dev/null 2>&1 && nvidia-smi -L > /dev/null 2>&1; then
-        seq -s ' ' 0 $(($(nvidia-smi -L | grep -c '^GPU') - 1))
-    else
-        seq -s ' ' 0 7
-    fi
-}
-gsi_count() { echo $#; }
-# Tensor-parallel size for N GPUs: the largest power of two <= N (Llama-3's 8 KV heads must divide evenly).
-gsi_tp_size() { local n=1; while ((n * 2 <= $1)); do n=$((n * 2)); done; echo "$n"; }
+# ------------------------------------------------------------------------------------------------ settings
+# Every default lives in src/profiles.py (`python -m src.profiles list --profile tiny` lists them with what they
+# are for). The script's own settings (the NAME=VALUE words after `source _common.sh`; a template passes none)
+# and the environment go to it; it answers with one assignment per setting, evaluated here. Precedence: the
+# environment, then the script's words, then the profile, then the project default. A bad value (unknown PROFILE,
+# STRATEGY, MODE, ...) stops here with one line, before any stage.
+gsi_resolved="$("$PYTHON" -m src.profiles shell "$@")" || exit 2
+eval "$gsi_resolved"
+unset gsi_resolved
 
-# ------------------------------------------------------------------------------------------------ defaults
-# The calling script sets PROFILE, STRATEGY, EXP_TAG, MODE and MAX_RESAMPLE_NUM; everything else defaults here.
-: "${PROFILE:=llama3}"                # llama3: the paper's cluster run; tiny: the embedded default on a CPU
-: "${STRATEGY:=state_reset}"          # vanilla | answer_driven | rationale_driven | teacher_help | state_reset
-: "${EXP_TAG:=$STRATEGY}"             # first word of EXP_NAME (iter_original, uniform, state_reset, ...)
-: "${MODE:=cot}"                      # cot | pot
-case "$PROFILE" in
-    llama3)  # SPEC.md: Llama-3-8B on 8 GPUs, DeepSpeed ZeRO-2, global batch 64
-        : "${MODEL_PATH:=models/Meta-Llama-3-8B}" "${MODEL_NAME:=llama3-8b}"
-        : "${GPU_IDS:=$(gsi_gpu_ids)}"
-        # shellcheck disable=SC2086
-        : "${NUM_GPUS:=$(gsi_count $GPU_IDS)}"
-        : "${DEVICE_NUM:=$(gsi_tp_size "$NUM_GPUS")}" "${TRAIN_PROCS:=$NUM_GPUS}" "${GLOBAL_BATCH:=64}"
-        # 80 GB fits a 4 x 1024-token micro-batch with 128k-vocabulary logits only with activations recomputed;
-        # bf16 weights from the start (DeepSpeed keeps fp32 master copies); a resumable checkpoint every 250
-        # steps (~10-15 min on 8 x 80 GB), the newest one kept (two exist while the next is being written).
-        : "${GRADIENT_CHECKPOINTING:=true}" "${TORCH_DTYPE:=auto}" "${SAVING_STEP_FREQ:=250}"
-        : "${POT_WORKERS:=8}"
-        # tokenize training examples as the original did: no BOS on the prompt, question and rationale stripped
-        : "${TRAIN_TOKENIZE_ARGS:=--prompt_bos false --strip_text true}"
-        # the original's correct/incorrect decisions in evaluation and sampling (docs/FIDELITY.md)
-        : "${GRADER:=reference}"
-        # teacher_help: the teacher's name as served. Start it with the same name (README):
-        #   python -m vllm.entrypoints.openai.api_server --model /models/Meta-Llama-3-70B-Instruct \
-        #       --served-model-name Meta-Llama-3-70B-Instruct --tensor-parallel-size 8 --port 8000   (another node)
-        # or set TEACHER_SERVE_PATH to serve it on this node for the sampling stage (GPUs split, see below).
-        : "${TEACHER_MODEL:=Meta-Llama-3-70B-Instruct}"
-        ;;
-    tiny)  # 1M-parameter Llama + synthetic world on 2 CPU cores (DeepSpeed ZeRO-2, 2 processes, gloo)
-        # the demo's world and base (trained from scratch on O past its phase transition), built by the demo's own
-        # stages in TINY_BASE_DIR (scripts/tiny/base.py; TINY_BASE_ARGS: more demo.py flags) and shared with
-        # `make demo`. A MODEL_PATH or DATA_DIR given (tests inject a small model) is used as it is: TINY_SETUP=0.
-        if [[ -z "${TINY_SETUP:-}" ]]; then
-            if [[ -n "${MODEL_PATH:-}" || -n "${DATA_DIR:-}" ]]; then TINY_SETUP=0; else TINY_SETUP=1; fi
-        fi
-        : "${TINY_BASE_DIR:=${OUTPUT_DIR:-output}/demo}" "${TINY_BASE_ARGS:=}"
-        : "${MODEL_PATH:=$TINY_BASE_DIR/base/model}" "${MODEL_NAME:=tiny}" "${DATA_DIR:=$TINY_BASE_DIR/world/data}"
-        : "${DATA_NAME:=synthetic}" "${TRAIN_DATASETS:=synthetic}"
-        : "${EVAL_DATASETS:=synthetic synthetic_heldout}" "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/synthetic.json}"
-        : "${DEVICE_NUM:=1}" "${MAX_LENGTH:=256}" "${MAX_MODEL_LEN:=1024}" "${CHECK_RESULT:=true}"
-        # this project's filter, not the original's (docs/FIDELITY.md): strict process check, no duplicates
-        : "${FILTER_ARGS:=--check_mode strict --dedupe --merged_first --record_strategy}"
-        : "${ACCELERATE_CONFIG:=configs/accelerate_cpu_zero2_2proc.yaml}"
-        # every iteration retrains the base like the demo's arms: 200 steps, lr 1e-3 (5% warm-up, cosine), AdamW
-        # (0.9, 0.98), 16 sequences per step (8 on each of the 2 processes)
-        : "${BATCH_SIZE:=8}" "${LEARNING_RATE:=1e-3}" "${LR_SCHEDULER:=cosine}" "${N_EPOCHS:=100}"
-        : "${MAX_STEPS:=200}" "${WARMUP_STEP:=10}" "${KEEP_NUM_CKPT:=0}" "${TRAIN_EXTRA_ARGS:=--adam_beta2 0.98}"
-        # teacher_help: a stand-in teacher served locally (a 1M-parameter model cannot really critique; this
-        # exercises the machinery). On a cluster point TEACHER_BASE_URL at Llama-3-70B-Instruct instead.
-        : "${TEACHER_MODEL:=tiny-teacher}" "${TEACHER_SERVE_PATH:=$MODEL_PATH}" "${TEACHER_PORT:=8011}"
-        ;;
-    *) echo "unknown PROFILE '$PROFILE' (llama3 or tiny)" >&2; exit 2 ;;
-esac
-: "${MODEL_NAME:=$(basename "$MODEL_PATH")}"
-: "${MODEL_TAG:=${MODEL_NAME}_${MODE}}"  # the <model> folder under OUTPUT_DIR
-: "${OUTPUT_DIR:=output}"
-: "${DATA_DIR:=data}"
-: "${DATA_NAME:=train}"               # iter_data/<DATA_NAME>_iter_<i>.json
-: "${NUM_ITERS:=4}"                   # each iteration retrains from MODEL_PATH on that iteration's data
-: "${START_ITER:=0}"
-: "${SEED:=42}"
-# sampling
-: "${TRAIN_DATASETS:=gsm8k math aqua}"     # held-in sampling pools: $DATA_DIR/inference/$MODE/<file>.json
-: "${SAMPLE_NUM:=8}"
-: "${MIN_CORRECT_NUM:=4}"
-: "${MAX_RESAMPLE_NUM:=8}"
-: "${TEMPERATURE:=0.7}"
-: "${MAX_LENGTH:=1024}"               # new tokens per sample / evaluation response
-: "${MAX_MODEL_LEN:=4096}"            # prompt + response tokens per sequence in vLLM
-: "${DEVICE_NUM:=8}"                  # tensor-parallel GPUs of the vLLM stages
-: "${GRADER:=project}"                # project | reference: the grader of eval.py and inference*.py
-: "${POT_WORKERS:=2}"                 # PoT: sandbox processes running the sampled programs (eval and sample)
-: "${NUM_SHARDS:=1}"                  # >1: sampling as NUM_SHARDS engines, merged (scripts/cluster/sample_shards.sh)
-: "${SHARDS_PER_NODE:=}"              # shards side by side on a node (empty: its GPUs / DEVICE_NUM)
-: "${SHARD_NODES:=1}"                 # >1: spread the shards over this many nodes of the allocation (srun)
-: "${TEACHER_MODEL:=}"                # teacher_help: model name served at TEACHER_BASE_URL
-: "${TEACHER_SERVE_PATH:=}"           # teacher_help: if set, serve this model folder locally for the stage
-: "${TEACHER_PORT:=8000}"             # port of the teacher served here (TEACHER_SERVE_PATH)
-: "${TEACHER_BASE_URL:=http://127.0.0.1:$TEACHER_PORT/v1}"   # set it for a teacher on another node
-: "${TEACHER_CONCURRENCY:=16}"        # teacher requests in flight at once
-: "${TEACHER_PREFLIGHT:=1}"           # 1: check the teacher's name and port before the first stage
-# A teacher served on this node shares it with the student's sampling engine: by default the upper half of the
-# GPUs serve the teacher (tensor parallel over them) and the sampling stage runs on the lower half. Set
-# TEACHER_GPUS / SAMPLE_GPUS (comma lists) to split otherwise, TEACHER_GPU_MEM to share GPUs between the two.
-if [[ -n "$TEACHER_SERVE_PATH" && "$STRATEGY" == teacher_help && -n "${GPU_IDS:-}" ]] && ((${NUM_GPUS:-0} > 1)); then
-    read -r -a _gsi_ids <<< "$GPU_IDS"
-    _gsi_half=$((${NUM_GPUS:-0} / 2))
-    : "${SAMPLE_GPUS:=$(IFS=,; echo "${_gsi_ids[*]:0:_gsi_half}")}"
-    : "${TEACHER_GPUS:=$(IFS=,; echo "${_gsi_ids[*]:_gsi_half}")}"
-fi
-: "${SAMPLE_GPUS:=}" "${TEACHER_GPUS:=}" "${GPU_IDS:=}" "${NUM_GPUS:=0}"
-: "${TEACHER_TP:=$(gsi_tp_size "$(gsi_count ${TEACHER_GPUS//,/ })")}"   # teacher's tensor-parallel size
-: "${TEACHER_GPU_MEM:=0.9}"           # teacher's --gpu-memory-utilization
-# evaluation
-: "${EVAL_DATASETS:=gsm8k math aqua mathqa svamp theoremqa}"
-: "${EVAL_EXTRA_ARGS:=}"              # more eval.py flags, word-split (TriPosT: --self_improve_rounds N)
-# next iteration's data
-: "${ORIGINAL_DATA:=$DATA_DIR/train/$MODE/mathinstruct.json}"   # iteration-0 data
-: "${INCLUDE_ORIGINAL:=false}"
-: "${INCLUDE_PRE_ITER:=false}"
-: "${CHECK_RESULT:=false}"
-: "${MAX_PER_QUESTION:=}"             # empty: no cap
-: "${FILTER_ARGS:=}"                  # more generate_train_data.py flags, word-split; empty: the original's filter
-# training (train.py flags)
-: "${ACCELERATE_CONFIG:=default_config_deepspeed_ga2.yaml}"
-: "${BATCH_SIZE:=4}"
-: "${GRAD_ACC:=1}"                    # the ga2 DeepSpeed config sets 2 itself (it wins over this flag)
-: "${LEARNING_RATE:=1e-5}"
-: "${WEIGHT_DECAY:=0}"                # the paper's 0 (train.py alone defaults to the original's 1e-6)
-: "${N_EPOCHS:=1}"
-: "${MAX_STEPS:=-1}"
-: "${WARMUP_STEP:=-1}"                # -1: 10% of the steps
-: "${LR_SCHEDULER:=linear}"
-: "${MAX_INPUT_LENGTH:=1024}"
-: "${KEEP_NUM_CKPT:=1}"
-: "${SAVING_STEP_FREQ:=0}"            # resumable checkpoint every N optimizer steps (0: per epoch only)
-: "${GRADIENT_CHECKPOINTING:=false}"  # recompute activations (less GPU memory)
-: "${TORCH_DTYPE:=auto}"              # dtype the weights are loaded in (auto: bf16 under DeepSpeed bf16)
-: "${TRAIN_PROCS:=}"                  # training processes (empty: ACCELERATE_CONFIG's num_processes)
-: "${GLOBAL_BATCH:=}"                 # set: DeepSpeed accumulation = GLOBAL_BATCH / (BATCH_SIZE x TRAIN_PROCS)
-: "${MAIN_PROCESS_PORT:=0}"           # torch.distributed rendezvous port; 0: a free one (shared nodes)
-: "${TRAIN_EXTRA_ARGS:=}"             # more train.py flags, word-split (e.g. "--adam_beta2 0.98")
-: "${TRAIN_TOKENIZE_ARGS:=}"          # train.py tokenization flags (docs/FIDELITY.md); empty: BOS, no strip
-# machinery
-: "${DRY_RUN:=0}"                     # 1: print each stage's command instead of running it
-: "${STAGE_RETRIES:=0}"               # reruns of a failed stage (outputs cleared first: nothing duplicated)
-
-if [[ -z "${EXP_NAME:-}" ]]; then
-    EXP_NAME="${EXP_TAG}_sample_${SAMPLE_NUM}_correct_${MIN_CORRECT_NUM}_max_${MAX_RESAMPLE_NUM}"
-    EXP_NAME+="_orig_${INCLUDE_ORIGINAL}_preiter_${INCLUDE_PRE_ITER}"
-fi
-# Other settings (CHECK_RESULT, TEMPERATURE, ...) are not in the name (the original's names); changing one reruns
-# the stages whose command it changes and everything downstream. Set EXP_NAME to keep both runs.
-: "${EXP_DIR:=$OUTPUT_DIR/$MODEL_TAG/$EXP_NAME}"
 # The stages run as functions of this shell (the templates too, when gsi_main calls them): nothing is exported
 # but what a child process reads from its environment (GSI_REPO, PYTHONPATH above; each command gets its flags).
 
@@ -220,18 +79,6 @@ gsi_lookup() {
     fi
 }
 
-# The sampling CLI of STRATEGY: inference.py for vanilla, else inference_<STRATEGY>.py (one per registered
-# strategy, src/sampling/strategies.py).
-gsi_inference_script() {
-    if [[ "$STRATEGY" == vanilla ]]; then echo inference.py; return 0; fi
-    if [[ "$STRATEGY" =~ ^[a-z_]+$ && -f "$GSI_REPO/inference_${STRATEGY}.py" ]]; then
-        echo "inference_${STRATEGY}.py"
-        return 0
-    fi
-    echo "unknown STRATEGY '$STRATEGY' (vanilla, or X with an inference_X.py)" >&2
-    return 1
-}
-
 gsi_iter_data() { echo "$EXP_DIR/iter_data/${DATA_NAME}_iter_$1.json"; }
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -239,12 +86,6 @@ gsi_iter_data() { echo "$EXP_DIR/iter_data/${DATA_NAME}_iter_$1.json"; }
 gsi_data_stage() {
     STAGE_INPUTS=("$ORIGINAL_DATA") STAGE_OUTPUTS=("$(gsi_iter_data 0)") STAGE_RESUMABLE=()
     gsi_stage data "$EXP_DIR/iter_0" cp "$ORIGINAL_DATA" "$(gsi_iter_data 0)"
-}
-
-# DeepSpeed's accumulation keeping the global batch at GLOBAL_BATCH on TRAIN_PROCS processes (rounded up).
-gsi_ds_grad_acc() {
-    local per_step=$((BATCH_SIZE * ${TRAIN_PROCS:-1}))
-    echo $(((GLOBAL_BATCH + per_step - 1) / per_step))
 }
 
 # Training stage: see scripts/_template.sh (TRAIN_FILE, ITER_DIR and the training settings).
@@ -255,7 +96,7 @@ gsi_train_stage() {
     STAGE_RESUMABLE=("$ITER_DIR/checkpoints" "$ITER_DIR/train_log.json")
     local -a launch=(--main_process_port "$MAIN_PROCESS_PORT")
     if [[ -n "$TRAIN_PROCS" ]]; then launch+=(--num_processes "$TRAIN_PROCS"); fi
-    if [[ -n "$GLOBAL_BATCH" ]]; then launch+=(--gradient_accumulation_steps "$(gsi_ds_grad_acc)"); fi
+    if [[ -n "$DS_GRAD_ACC" ]]; then launch+=(--gradient_accumulation_steps "$DS_GRAD_ACC"); fi
     # shellcheck disable=SC2086
     gsi_stage train "$ITER_DIR" "$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" "${launch[@]}" train.py \
         --model_name_or_path "$MODEL_PATH" --train_file "$TRAIN_FILE" --model_dir "$ITER_DIR" \
@@ -284,9 +125,7 @@ gsi_eval_stage() {
 # Sampling stage: see scripts/_template_inference.sh (ITER_DIR and the sampling settings).
 gsi_sample_stage() {
     : "${ITER_DIR:?}"
-    local script
-    script="$(gsi_inference_script)"
-    local -a names files teacher=() gpus=() device_num=("$DEVICE_NUM")
+    local -a names files teacher=() gpus=()
     read -r -a names <<< "$TRAIN_DATASETS"
     gsi_lookup pool "$TRAIN_DATASETS"
     mapfile -t files <<< "$GSI_FILES_pool"
@@ -295,7 +134,6 @@ gsi_sample_stage() {
                  --teacher_base_url "$TEACHER_BASE_URL" --teacher_max_concurrency "$TEACHER_CONCURRENCY")
         if [[ -n "$TEACHER_SERVE_PATH" && -n "$SAMPLE_GPUS" ]]; then  # the teacher holds the other GPUs
             gpus=(env "CUDA_VISIBLE_DEVICES=$SAMPLE_GPUS")
-            device_num=("$(gsi_tp_size "$(gsi_count ${SAMPLE_GPUS//,/ })")")
         fi
     fi
     STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/inference_data") STAGE_RESUMABLE=()
@@ -303,7 +141,7 @@ gsi_sample_stage() {
     local -a shard_launch=()
     if ((NUM_SHARDS > 1)); then  # finished shards survive a rerun of the stage; merged into inference_data
         results="$ITER_DIR/inference_shards" STAGE_RESUMABLE=("$ITER_DIR/inference_shards")
-        shard_launch=(env "PYTHON=$PYTHON" "NUM_SHARDS=$NUM_SHARDS" "GPUS_PER_SHARD=${device_num[0]}"
+        shard_launch=(env "PYTHON=$PYTHON" "NUM_SHARDS=$NUM_SHARDS" "GPUS_PER_SHARD=$SAMPLE_DEVICE_NUM"
                       "SRUN_NODES=$SHARD_NODES"
                       SKIP_FINISHED=1 "MERGE_OUT=$ITER_DIR/inference_data" bash scripts/cluster/sample_shards.sh)
         if [[ -n "$SHARDS_PER_NODE" ]]; then shard_launch=("${shard_launch[@]:0:1}" "SHARDS_PER_NODE=$SHARDS_PER_NODE"
@@ -314,11 +152,11 @@ gsi_sample_stage() {
             --inputs "${STAGE_INPUTS[@]}" --outputs "${STAGE_OUTPUTS[@]}" > /dev/null; then
         gsi_teacher_up
     fi
-    gsi_stage sample "$ITER_DIR" "${gpus[@]}" "${shard_launch[@]}" "$PYTHON" "$script" \
+    gsi_stage sample "$ITER_DIR" "${gpus[@]}" "${shard_launch[@]}" "$PYTHON" "$INFERENCE_SCRIPT" \
         --model_name_or_path "$ITER_DIR/model" --inference_data_file "${files[@]}" --dataset_name "${names[@]}" \
         --results_path "$results" --sample_num "$SAMPLE_NUM" \
         --min_correct_num "$MIN_CORRECT_NUM" --max_resample_num "$MAX_RESAMPLE_NUM" \
-        --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "${device_num[0]}" --mode "$MODE" \
+        --temperature "$TEMPERATURE" --max_length "$MAX_LENGTH" --device_num "$SAMPLE_DEVICE_NUM" --mode "$MODE" \
         --seed "$SEED" --max_model_len "$MAX_MODEL_LEN" --pot_workers "$POT_WORKERS" --progress false \
         --grader "$GRADER" \
         "${teacher[@]}"
@@ -408,12 +246,6 @@ gsi_teacher_down() {
 # ------------------------------------------------------------------------------------------------ main
 # The embedded default's world and base: the demo's stages, cached in TINY_BASE_DIR (a finished one is skipped).
 gsi_tiny_setup() {
-    : "${TINY_BASE_DIR:?TINY_SETUP=1 needs PROFILE=tiny}"
-    if [[ "$MODEL_PATH" != "$TINY_BASE_DIR/base/model" || "$DATA_DIR" != "$TINY_BASE_DIR/world/data" ]]; then
-        gsi_log "TINY_SETUP=1 builds the base in TINY_BASE_DIR=$TINY_BASE_DIR, but MODEL_PATH or DATA_DIR points" \
-            "elsewhere: set TINY_BASE_DIR, or TINY_SETUP=0 to use MODEL_PATH and DATA_DIR as they are"
-        exit 2
-    fi
     # shellcheck disable=SC2086
     local -a cmd=("$PYTHON" scripts/tiny/base.py --out_dir "$TINY_BASE_DIR" $TINY_BASE_ARGS)
     if [[ "$DRY_RUN" == 1 ]]; then
@@ -426,42 +258,17 @@ gsi_tiny_setup() {
     "${cmd[@]}" >&2
 }
 
-# What train.py --torch_dtype auto resolves to under ACCELERATE_CONFIG (src.training.load_dtype).
-gsi_load_dtype() {
-    if [[ "$TORCH_DTYPE" != auto ]]; then echo "$TORCH_DTYPE"; return; fi
-    if grep -q '^distributed_type: DEEPSPEED' "$ACCELERATE_CONFIG" 2>/dev/null &&
-            grep -q '^mixed_precision: bf16' "$ACCELERATE_CONFIG"; then
-        echo "auto = bfloat16 (DeepSpeed bf16 in $ACCELERATE_CONFIG)"
-    else
-        echo "auto = float32 ($ACCELERATE_CONFIG has no DeepSpeed bf16)"
-    fi
-}
-
-# The hardware-dependent settings, one per line ("[settings] name: value"): on stdout with DRY_RUN=1, else
-# in the log.
+# The hardware-dependent settings, one per line ("[settings] name: value", src.profiles.hardware_summary): on
+# stdout with DRY_RUN=1, with every setting and where its value came from ("[setting] NAME=value  (source)");
+# else in the log.
 gsi_settings() {
-    local mp="${VLLM_ENABLE_V1_MULTIPROCESSING:-unset: vLLM default (src/engine.py: in-process on CPU only)}"
-    local ga="from the config"
-    if [[ -n "$GLOBAL_BATCH" ]]; then ga="$(gsi_ds_grad_acc) (global batch $GLOBAL_BATCH)"; fi
-    local teacher="not used"
-    if [[ "$STRATEGY" == teacher_help ]]; then
-        teacher="'$TEACHER_MODEL' at $TEACHER_BASE_URL, $TEACHER_CONCURRENCY requests in flight"
-        if [[ -n "$TEACHER_SERVE_PATH" ]]; then
-            teacher+="; served here from $TEACHER_SERVE_PATH on GPUs ${TEACHER_GPUS:-all} (tensor parallel"
-            teacher+=" $TEACHER_TP, memory $TEACHER_GPU_MEM), student sampling on GPUs ${SAMPLE_GPUS:-all}"
-        fi
-    fi
     local line
-    for line in "gpus: ${NUM_GPUS:-0} (${GPU_IDS:-none})" "vllm tensor parallel (DEVICE_NUM): $DEVICE_NUM" \
-            "vllm multiprocessing: $mp" "vllm dtype: auto" \
-            "train processes: ${TRAIN_PROCS:-from the config} ($ACCELERATE_CONFIG)" \
-            "train main_process_port: $MAIN_PROCESS_PORT (0: a free port)" "deepspeed accumulation: $ga" \
-            "train load dtype: $(gsi_load_dtype)" \
-            "gradient checkpointing: $GRADIENT_CHECKPOINTING" \
-            "step checkpoints: every $SAVING_STEP_FREQ steps (0: off), newest $KEEP_NUM_CKPT kept" \
-            "pot workers: $POT_WORKERS" "teacher: $teacher"; do
+    while IFS= read -r line; do
         if [[ "$DRY_RUN" == 1 ]]; then echo "[settings] $line"; else gsi_log "$line"; fi
-    done
+    done <<< "$GSI_SUMMARY"
+    if [[ "$DRY_RUN" == 1 ]]; then
+        while IFS= read -r line; do echo "[setting] $line"; done <<< "$GSI_SETTING_LINES"
+    fi
 }
 
 # teacher_help with a teacher on another node: check its name and port now, not after the first training.
@@ -482,7 +289,6 @@ gsi_teacher_preflight() {
 # Before any stage of a run (every method's main): show the settings, build the tiny world and model when asked,
 # and check that every test set and pool file exists.
 gsi_prepare_run() {
-    gsi_inference_script > /dev/null || exit 2  # a misspelt strategy fails now, not after the first training
     gsi_settings
     if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
     gsi_lookup test "$EVAL_DATASETS"

@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# IWSI settings and stages (sourced after _common.sh by scripts/*/*_iwsi.sh, never run). arXiv 2408.09849:
+# IWSI stages (sourced after _common.sh by scripts/*/*_iwsi.sh, never run; settings: src/profiles.py).
+# arXiv 2408.09849:
 # sample m per query (vanilla), keep the samples reaching each question's majority answer (no gold labels), then
 #   IWSI_VARIANT=iwsi    drop the (1 - KEEP_FRACTION) most distribution-shifted samples (DS weight, src/iwsi.py)
 #   IWSI_VARIANT=iwsi_w  keep them all, each sample's loss multiplied by min(w', IWSI_CLIP) in training
@@ -7,18 +8,11 @@
 # w' is scored by the frozen pre-trained model DS_MODEL against a valid set: VALID_FRACTION (<= 5%) of the
 # labelled VALID_SOURCE, disjoint from the sampling pools, drawn once per experiment ($EXP_DIR/iter_data/valid.json).
 set -euo pipefail
-: "${KEEP_FRACTION:=0.8}"            # k: keep floor(k * n) lowest-DS samples
-: "${DS_SPAN:=full}"                 # full: "Q: ..\nA: .." (the official code); rationale: under the student prompt
-: "${DS_REFERENCE_CLIP:=false}"      # true: the official clipping (w' to [0, 2], 1/w' capped at 5)
-: "${DS_MODEL:=$MODEL_PATH}"         # the pre-trained model (every iteration retrains from it)
-: "${IWSI_CLIP:=2.0}"                # iwsi_w: C in min(w', C)
-: "${VALID_FRACTION:=0.05}"
-: "${VALID_SOURCE:=$ORIGINAL_DATA}"  # labelled data the valid set is drawn from
 IWSI_VALID="$EXP_DIR/iter_data/valid.json"
 case "$IWSI_VARIANT" in
     iwsi | lmsi) ;;
     iwsi_w) TRAIN_EXTRA_ARGS+=" --sample_weight_field w_prime --sample_weight_clip $IWSI_CLIP" ;;
-    *) echo "unknown IWSI_VARIANT '$IWSI_VARIANT' (iwsi, iwsi_w or lmsi)" >&2; exit 2 ;;
+    *) echo "IWSI_VARIANT is not set: scripts/_iwsi.sh is sourced by the IWSI scripts, which set it" >&2; exit 2 ;;
 esac
 
 # The valid set, once per experiment (its own stage; the arrays of the calling stage are kept).

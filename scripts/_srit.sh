@@ -1,6 +1,7 @@
 # shellcheck shell=bash
-# Self-Refine Instruction-Tuning settings and stages (sourced after _common.sh by scripts/*/srit_phase1.sh and
-# scripts/*/cot_train_srit.sh, never run). arXiv 2405.00402 (Ranaldi and Freitas, EMNLP 2024):
+# Self-Refine Instruction-Tuning stages (sourced after _common.sh by scripts/*/srit_phase1.sh and
+# scripts/*/cot_train_srit.sh, never run; settings: src/profiles.py).
+# arXiv 2405.00402 (Ranaldi and Freitas, EMNLP 2024):
 #   phase 1  the student is instruction-tuned on a larger teacher's chain-of-thought demonstrations
 #            (TEACHER_PATH sampled with vLLM on the pools, correct ones kept; empty TEACHER_PATH: the original
 #            data ORIGINAL_DATA stands in for the teacher's demonstrations, as on the embedded default)
@@ -10,20 +11,6 @@
 # Layout: $EXP_DIR/iter_0 = phase 1 (model, eval_data, inference_data = its samples), iter_<r> = DPO round r;
 #   $EXP_DIR/iter_data/${DATA_NAME}_iter_0.json (demonstrations), iter_data/pairs_iter_<r>.json (+ .counts.json).
 set -euo pipefail
-: "${TEACHER_PATH:=}"                # teacher model folder sampled for the demonstrations (empty: ORIGINAL_DATA)
-: "${TEACHER_SAMPLE_NUM:=4}"         # teacher samples per pool question (correct ones kept, duplicates dropped)
-: "${TEACHER_KEEP:=1}"               # demonstrations kept per question
-: "${ROUNDS:=1}"                     # DPO rounds (phase 2 repeated on the newest model)
-: "${PAIR_MODE:=mixed}"              # self | teacher | mixed (generate_train_data.py --pair_mode)
-: "${MAX_PAIRS:=2}"                  # pairs per question (--max_pairs_per_question)
-: "${DPO_BETA:=0.1}"
-: "${DPO_EPOCHS:=1}"
-: "${DPO_EXTRA_ARGS:=}"              # more train_dpo.py (trl.DPOConfig) flags, word-split
-case "$PROFILE" in
-    llama3) : "${DPO_LR:=5e-7}" "${DPO_BATCH:=4}" ;;
-    tiny) : "${DPO_LR:=5e-4}" "${DPO_BATCH:=8}" ;;
-esac
-: "${DPO_GRAD_ACC:=1}"               # with GLOBAL_BATCH set, DeepSpeed's accumulation keeping it (as train.py)
 
 gsi_srit_pairs() { echo "$EXP_DIR/iter_data/pairs_iter_$1.json"; }
 
@@ -61,14 +48,11 @@ gsi_srit_pairs_stage() {
 
 # DPO round R: iter_<R-1>/model (start point and frozen reference) on pairs_iter_<R> -> iter_<R>/model.
 gsi_srit_dpo_stage() {
-    local r=$1 start="$EXP_DIR/iter_$(($1 - 1))/model" out="$EXP_DIR/iter_$1" pairs ga=$DPO_GRAD_ACC
+    local r=$1 start="$EXP_DIR/iter_$(($1 - 1))/model" out="$EXP_DIR/iter_$1" pairs ga=${DPO_DS_GRAD_ACC:-$DPO_GRAD_ACC}
     pairs="$(gsi_srit_pairs "$r")"
     local -a launch=(--main_process_port "$MAIN_PROCESS_PORT")
     if [[ -n "$TRAIN_PROCS" ]]; then launch+=(--num_processes "$TRAIN_PROCS"); fi
-    if [[ -n "$GLOBAL_BATCH" ]]; then
-        ga=$(((GLOBAL_BATCH + DPO_BATCH * ${TRAIN_PROCS:-1} - 1) / (DPO_BATCH * ${TRAIN_PROCS:-1})))
-        launch+=(--gradient_accumulation_steps "$ga")
-    fi
+    if [[ -n "$DPO_DS_GRAD_ACC" ]]; then launch+=(--gradient_accumulation_steps "$DPO_DS_GRAD_ACC"); fi
     STAGE_INPUTS=("$start" "$pairs") STAGE_OUTPUTS=("$out/model" "$out/train_log.json") STAGE_RESUMABLE=()
     # shellcheck disable=SC2086
     gsi_stage dpo "$out" "$ACCELERATE" launch --config_file "$ACCELERATE_CONFIG" "${launch[@]}" train_dpo.py \

@@ -1,19 +1,12 @@
 # shellcheck shell=bash
-# TriPosT settings and stages (sourced after _common.sh by scripts/*/cot_train_tripost.sh, never run). Issue 15,
+# TriPosT stages (sourced after _common.sh by scripts/*/cot_train_tripost.sh, never run; settings: src/profiles.py).
+# Issue 15,
 # src/tripost: iteration 0 trains on the original data; each later iteration samples the previous model's attempts
 # on the pool, edits them into attempt -> feedback -> improvement trajectories (edit_trajectories.py, resumable
 # window by window), builds balanced one-step examples (generate_train_data.py --format tripost) and trains from
 # the previous model with the feedback section weighted; its evaluation lets the model revise its own answers
 # (eval.py --self_improve_rounds).
 set -euo pipefail
-: "${TRIPOST_VERIFIER:=process}"     # process (step and chain check + grader) | teacher (TEACHER_MODEL, temperature 0)
-: "${TRIPOST_IMPROVER:=scripted}"    # scripted (gold steps from the error on) | teacher (temperature 0.7)
-: "${TRIPOST_MAX_UPDATES:=5}"        # updates per trajectory (official: 5)
-: "${TRIPOST_WINDOW:=64}"            # questions per resumable window of the edit stage
-: "${IMPROVE_RATIO:=1.5}"            # p: ceil(n_improvement / p) non-improvement and as many gold examples
-: "${SECTION_WEIGHT:=1.5}"           # weight of the tokens from the first "Feedback:" on in examples with an error
-: "${SELF_IMPROVE_ROUNDS:=2}"        # evaluation: rounds of own feedback and revision
-: "${TRIPOST_N_EPOCHS:=$N_EPOCHS}" "${TRIPOST_LEARNING_RATE:=$LEARNING_RATE}" "${TRIPOST_MAX_STEPS:=$MAX_STEPS}"
 
 gsi_tripost_edit_stage() {  # gsi_tripost_edit_stage I: inference_data of iteration I -> trajectories
     local i=$1

@@ -41,6 +41,14 @@ from src.stages import Stage, settings_key
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
 ARMS = ("control", "gold", "vanilla", "brute_force", "state_reset", "answer_driven", "rationale_driven",
         "teacher_help")
+# every trained model of the demo (base, arms; SRIT's DPO too): AdamW with these betas, a 5% warm-up, cosine decay
+ARM_ADAM_BETAS = (0.9, 0.98)
+
+
+def arm_warmup_steps(steps: int) -> int:
+    return max(1, steps // 20)
+
+
 FIXED = ("control", "gold")  # arms whose data no model writes: trained once, the same in every iteration
 # resampling strategies with the gold as guidance (teacher_help: through the scripted teacher's HTTP server)
 GUIDED = ("state_reset", "answer_driven", "rationale_driven", "teacher_help")
@@ -263,7 +271,8 @@ class Runner:
             torch.set_num_threads(c.torch_threads)
         tc = TrainConfig(model_name_or_path=str(init), train_file=str(train_file), model_dir=str(model_dir),
                          batch_size=c.batch_size, n_epochs=10_000, max_steps=steps, learning_rate=lr,
-                         warmup_step=max(1, steps // 20), lr_scheduler="cosine", adam_beta1=0.9, adam_beta2=0.98,
+                         warmup_step=arm_warmup_steps(steps), lr_scheduler="cosine", adam_beta1=ARM_ADAM_BETAS[0],
+                         adam_beta2=ARM_ADAM_BETAS[1],
                          seed=seed, keep_num_ckpt=0, saving_epoch_freq=0, logging_epoch_freq=0,
                          show_progress=c.progress, resume=False, max_input_length=1024, **(extra or {}))
         return train(tc)

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from src.demo import ARM_ADAM_BETAS, arm_warmup_steps
 from src.demo_summary import (
     HELD_IN,
     HELD_OUT,
@@ -150,7 +151,8 @@ def dpo_args(runner, s: SritConfig, seed: int):
     c = runner.cfg
     return dpo_config(beta=s.beta, loss_type=["sigmoid"], learning_rate=s.dpo_lr, max_steps=c.arm_steps,
                       per_device_train_batch_size=max(1, c.batch_size // 2), lr_scheduler_type="cosine",
-                      warmup_steps=max(1, c.arm_steps // 20), adam_beta1=0.9, adam_beta2=0.98, weight_decay=0.0,
+                      warmup_steps=arm_warmup_steps(c.arm_steps), adam_beta1=ARM_ADAM_BETAS[0],
+                      adam_beta2=ARM_ADAM_BETAS[1], weight_decay=0.0,
                       max_grad_norm=1.0, seed=seed, max_length=1024, disable_tqdm=not c.progress)
 
 

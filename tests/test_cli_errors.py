@@ -553,6 +553,8 @@ MODULE_CASES = {
     "synthetic: bad number": ("src.synthetic", ["--n_pool", "many"], ["--n_pool"]),
     "tiny: missing corpus": ("src.tiny", ["--out_dir", "{work}/tiny", "--corpus", "{work}/none.json"],
                              ["--corpus", "none.json"]),
+    "profiles: a recipe word without =": ("src.profiles", ["shell", "PROFILE"], ["NAME=VALUE", "PROFILE"]),
+    "profiles: unknown profile": ("src.profiles", ["shell", "PROFILE=laptop"], ["laptop", "llama3 or tiny"]),
     "teacher: closed port": ("src.sampling.teacher", ["--teacher_model", "t", "--teacher_base_url",
                                                       "http://127.0.0.1:{free_port}/v1", "--teacher_preflight_timeout",
                                                       "5"], ["does not answer", "TEACHER_PORT"]),

@@ -2,10 +2,11 @@
 # Brute force (CoT): unguided resampling, up to 128 rounds for queries with fewer than 4 correct.
 # Llama-3-8B, the paper's settings: 4 iterations, each retraining from the base model; sample 8 per query.
 #   MODEL_PATH=/models/Meta-Llama-3-8B bash scripts/llama3/cot_train_uniform.sh
-# Every setting is an environment variable (scripts/_common.sh); DRY_RUN=1 prints the stage commands only.
+# Every setting is an environment variable (defaults: src/profiles.py); DRY_RUN=1 prints the settings and
+# the stage commands only.
 # Rerunning after a crash or kill -9 skips the finished stages.
 set -euo pipefail
-: "${PROFILE:=llama3}" "${MODE:=cot}" "${EXP_TAG:=uniform}" "${STRATEGY:=vanilla}" "${MAX_RESAMPLE_NUM:=128}"
 # shellcheck source=scripts/_common.sh
-source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh" \
+    PROFILE=llama3 MODE=cot EXP_TAG=uniform STRATEGY=vanilla MAX_RESAMPLE_NUM=128
 gsi_main

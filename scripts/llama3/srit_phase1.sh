@@ -4,12 +4,12 @@
 # Llama-3-8B student; the teacher's demonstrations come from TEACHER_PATH (e.g. Llama-3-70B-Instruct) sampled with
 # vLLM on the pools, or from ORIGINAL_DATA when TEACHER_PATH is empty.
 #   MODEL_PATH=/models/Meta-Llama-3-8B TEACHER_PATH=/models/Meta-Llama-3-70B-Instruct bash scripts/llama3/srit_phase1.sh
-# Every setting is an environment variable (scripts/_common.sh, scripts/_srit.sh); DRY_RUN=1 prints the stage
-# commands only. Rerunning after a crash or kill -9 skips the finished stages.
+# Every setting is an environment variable (defaults: src/profiles.py); DRY_RUN=1 prints the settings and
+# the stage commands only. Rerunning after a crash or kill -9 skips the finished stages.
 set -euo pipefail
-: "${PROFILE:=llama3}" "${MODE:=cot}" "${EXP_TAG:=srit}" "${STRATEGY:=vanilla}" "${MAX_RESAMPLE_NUM:=0}"
 # shellcheck source=scripts/_common.sh
-source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh" \
+    PROFILE=llama3 MODE=cot EXP_TAG=srit STRATEGY=vanilla MAX_RESAMPLE_NUM=0
 # shellcheck source=scripts/_srit.sh
 source "$GSI_REPO/scripts/_srit.sh"
 gsi_srit_phase1

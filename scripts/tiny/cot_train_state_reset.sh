@@ -2,10 +2,11 @@
 # GSI state reset (CoT): resample continuing from a growing prefix of the gold rationale, up to 8 rounds.
 # Embedded default: tiny Llama + synthetic world on CPU (built on first use), 4 iterations (MODE=pot: programs).
 #   bash scripts/tiny/cot_train_state_reset.sh
-# Every setting is an environment variable (scripts/_common.sh); DRY_RUN=1 prints the stage commands only.
+# Every setting is an environment variable (defaults: src/profiles.py); DRY_RUN=1 prints the settings and
+# the stage commands only.
 # Rerunning after a crash or kill -9 skips the finished stages.
 set -euo pipefail
-: "${PROFILE:=tiny}" "${MODE:=cot}" "${EXP_TAG:=state_reset}" "${STRATEGY:=state_reset}" "${MAX_RESAMPLE_NUM:=8}"
 # shellcheck source=scripts/_common.sh
-source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh"
+source "${GSI_REPO:-$(dirname "${BASH_SOURCE[0]}")/../..}/scripts/_common.sh" \
+    PROFILE=tiny MODE=cot EXP_TAG=state_reset STRATEGY=state_reset MAX_RESAMPLE_NUM=8
 gsi_main
