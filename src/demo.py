@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from src.records import load_records, sha256_file, write_json
+from src.sampling.loop import SamplingConfig
 from src.stages import Stage, settings_key
 
 HELD_IN, HELD_OUT = "synthetic", "synthetic_heldout"
@@ -98,13 +99,16 @@ class DemoConfig:
     arm_lr: float = field(default=1e-3, metadata={"help": "peak learning rate of the arms"})
     batch_size: int = field(default=16, metadata={"help": "sequences per optimizer step"})
     # --- sampling ---
-    sample_num: int = field(default=8, metadata={"help": "initial samples per pool query"})
-    min_correct_num: int = field(default=4, metadata={"help": "resample queries below this many correct samples"})
-    max_resample_num: int = field(default=8, metadata={"help": "guided resampling rounds at most (the paper's 8)"})
+    # (the paper's values, SamplingConfig's defaults)
+    sample_num: int = field(default=SamplingConfig.sample_num, metadata={"help": "initial samples per pool query"})
+    min_correct_num: int = field(default=SamplingConfig.min_correct_num, metadata={
+        "help": "resample queries below this many correct samples"})
+    max_resample_num: int = field(default=SamplingConfig.max_resample_num, metadata={
+        "help": "guided resampling rounds at most"})
     brute_force_max_rounds: int = field(default=128, metadata={
         "help": "brute force: unguided rounds at most (the paper's 128); it stops once it has spent state "
                 "reset's token budget"})
-    temperature: float = field(default=0.7, metadata={"help": "sampling temperature (the paper's 0.7)"})
+    temperature: float = field(default=SamplingConfig.temperature, metadata={"help": "sampling temperature"})
     max_new_tokens: int = field(default=200, metadata={"help": "new tokens per sample and per evaluation answer"})
     engine_seed: int = field(default=0, metadata={"help": "vLLM engine seed (sampling is reproducible per seed)"})
     hard_levels: list[int] = field(default_factory=lambda: [5, 6], metadata={"help": "levels called 'hard'"})
@@ -324,9 +328,7 @@ class Runner:
             return {}
         return {"teacher": _file_sha(Path(__file__).with_name("synthetic_teacher.py"))}
 
-    def sampling_cfg(self, strategy: str, rounds: int):
-        from src.sampling import SamplingConfig
-
+    def sampling_cfg(self, strategy: str, rounds: int) -> SamplingConfig:
         c = self.cfg
         return SamplingConfig(strategy=strategy, sample_num=c.sample_num, min_correct_num=c.min_correct_num,
                               max_resample_num=rounds, temperature=c.temperature, max_new_tokens=c.max_new_tokens,
