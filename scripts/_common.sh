@@ -79,6 +79,15 @@ gsi_lookup() {
     fi
 }
 
+# gsi_data_files test|pool NAMES: fills the caller's arrays `names` (the words of NAMES) and `files` (their test or
+# pool files, in the same order). The caller declares both local.
+gsi_data_files() {
+    local var="GSI_FILES_$1"
+    read -r -a names <<< "$2"
+    gsi_lookup "$1" "$2"
+    mapfile -t files <<< "${!var}"
+}
+
 gsi_iter_data() { echo "$EXP_DIR/iter_data/${DATA_NAME}_iter_$1.json"; }
 
 # ------------------------------------------------------------------------------------------------ stages
@@ -111,9 +120,7 @@ gsi_train_stage() {
 gsi_eval_stage() {
     : "${ITER_DIR:?}"
     local -a names files
-    read -r -a names <<< "$EVAL_DATASETS"
-    gsi_lookup test "$EVAL_DATASETS"
-    mapfile -t files <<< "$GSI_FILES_test"
+    gsi_data_files test "$EVAL_DATASETS"
     STAGE_INPUTS=("$ITER_DIR/model" "${files[@]}") STAGE_OUTPUTS=("$ITER_DIR/eval_data") STAGE_RESUMABLE=()
     # shellcheck disable=SC2086
     gsi_stage eval "$ITER_DIR" "$PYTHON" eval.py --model_name_or_path "$ITER_DIR/model" \
@@ -126,9 +133,7 @@ gsi_eval_stage() {
 gsi_sample_stage() {
     : "${ITER_DIR:?}"
     local -a names files teacher=() gpus=()
-    read -r -a names <<< "$TRAIN_DATASETS"
-    gsi_lookup pool "$TRAIN_DATASETS"
-    mapfile -t files <<< "$GSI_FILES_pool"
+    gsi_data_files pool "$TRAIN_DATASETS"
     if [[ "$STRATEGY" == teacher_help ]]; then
         teacher=(--teacher_model "${TEACHER_MODEL:?teacher_help needs TEACHER_MODEL}"
                  --teacher_base_url "$TEACHER_BASE_URL" --teacher_max_concurrency "$TEACHER_CONCURRENCY")

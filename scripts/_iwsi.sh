@@ -17,11 +17,10 @@ esac
 
 # The valid set, once per experiment (its own stage; the arrays of the calling stage are kept).
 gsi_iwsi_valid_stage() {
-    local -a saved_in=("${STAGE_INPUTS[@]}") saved_out=("${STAGE_OUTPUTS[@]}") pools
-    gsi_lookup pool "$TRAIN_DATASETS"
-    mapfile -t pools <<< "$GSI_FILES_pool"
-    STAGE_INPUTS=("$VALID_SOURCE" "${pools[@]}") STAGE_OUTPUTS=("$IWSI_VALID") STAGE_RESUMABLE=()
-    gsi_stage valid "$EXP_DIR" "$PYTHON" -m src.iwsi --train_file "$VALID_SOURCE" --exclude "${pools[@]}" \
+    local -a saved_in=("${STAGE_INPUTS[@]}") saved_out=("${STAGE_OUTPUTS[@]}") names files
+    gsi_data_files pool "$TRAIN_DATASETS"
+    STAGE_INPUTS=("$VALID_SOURCE" "${files[@]}") STAGE_OUTPUTS=("$IWSI_VALID") STAGE_RESUMABLE=()
+    gsi_stage valid "$EXP_DIR" "$PYTHON" -m src.iwsi --train_file "$VALID_SOURCE" --exclude "${files[@]}" \
         --out "$IWSI_VALID" --fraction "$VALID_FRACTION" --seed "$SEED"
     STAGE_INPUTS=("${saved_in[@]}") STAGE_OUTPUTS=("${saved_out[@]}") STAGE_RESUMABLE=()
 }

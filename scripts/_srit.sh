@@ -20,9 +20,7 @@ gsi_srit_demo_stage() {
     demos="$(gsi_iter_data 0)"
     if [[ -z "$TEACHER_PATH" ]]; then gsi_data_stage; return; fi
     local -a names files
-    read -r -a names <<< "$TRAIN_DATASETS"
-    gsi_lookup pool "$TRAIN_DATASETS"
-    mapfile -t files <<< "$GSI_FILES_pool"
+    gsi_data_files pool "$TRAIN_DATASETS"
     STAGE_INPUTS=("$TEACHER_PATH" "${files[@]}") STAGE_OUTPUTS=("$teacher_dir/inference_data") STAGE_RESUMABLE=()
     gsi_stage teacher_sample "$teacher_dir" "$PYTHON" inference.py --model_name_or_path "$TEACHER_PATH" \
         --inference_data_file "${files[@]}" --dataset_name "${names[@]}" \
