@@ -224,10 +224,11 @@ gsi_teacher_up() {
     if [[ -n "$TEACHER_GPUS" ]]; then gpus=(env "CUDA_VISIBLE_DEVICES=$TEACHER_GPUS"); fi
     gsi_log "serving teacher $TEACHER_SERVE_PATH as '$TEACHER_MODEL' on port $TEACHER_PORT" \
         "(GPUs ${TEACHER_GPUS:-all}, tensor parallel $TEACHER_TP; log: $log)"
+    # shellcheck disable=SC2086
     "${gpus[@]}" "$PYTHON" -m vllm.entrypoints.openai.api_server --model "$TEACHER_SERVE_PATH" \
         --served-model-name "$TEACHER_MODEL" --port "$TEACHER_PORT" --max-model-len "$MAX_MODEL_LEN" \
         --tensor-parallel-size "$TEACHER_TP" --gpu-memory-utilization "$TEACHER_GPU_MEM" \
-        --seed "$SEED" > "$log" 2>&1 &
+        --seed "$SEED" $TEACHER_SERVE_ARGS > "$log" 2>&1 &
     GSI_TEACHER_PID=$!
     trap gsi_teacher_down EXIT
     local waited=0

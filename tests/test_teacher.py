@@ -42,32 +42,55 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def teacher_server(tiny_model_dir, tmp_path_factory):
+class TeacherServer:
     """``python -m vllm.entrypoints.openai.api_server`` (the ``vllm serve`` script fails with the CPU build)."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("teacher") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_model_dir),
-           "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
-           "--max-model-len", "1024", "--seed", "0"]
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    base_url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 240
-    while True:
-        try:
-            urllib.request.urlopen(f"{base_url}/models", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"teacher server did not start; log:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-    yield proc, base_url
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(timeout=60)
+
+    def __init__(self, model_dir, log):
+        self.model_dir, self.log = model_dir, log
+        self.proc: subprocess.Popen | None = None
+        self.base_url = ""
+
+    def ensure_up(self) -> None:
+        """Start the server unless it runs (a test that stops it may run anywhere in the module)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        port = _free_port()
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+               "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), "--enforce-eager",
+               "--max-model-len", "1024", "--seed", "0"]
+        with open(self.log, "a") as fh:
+            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        deadline = time.time() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.base_url}/models", timeout=2)
+                return
+            except OSError:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.proc.kill()
+                    pytest.fail(f"teacher server did not start; log:\n{self.log.read_text()[-3000:]}")
+                time.sleep(1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def module_server(tiny_model_dir, tmp_path_factory):
+    server = TeacherServer(tiny_model_dir, tmp_path_factory.mktemp("teacher") / "server.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def teacher_server(module_server):
+    """(process, base URL) of a running teacher server; shared by the module's tests, restarted if one stopped it."""
+    module_server.ensure_up()
+    return module_server.proc, module_server.base_url
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +146,7 @@ class StopServerAfterFirstRound(TeacherClient):
 
 def test_server_stopped_mid_run_retries_then_fails_and_keeps_results(llm, teacher_server, pool, tmp_path,
                                                                         caplog):
-    # Runs last in this module: it stops the module's server.
+    # stops the server; the next test that needs one gets a new one (teacher_server)
     proc, base_url = teacher_server
     teacher = StopServerAfterFirstRound(teacher_config(base_url), proc)
     caplog.set_level(logging.INFO, logger="openai")
@@ -222,3 +245,32 @@ def test_teacher_cli_stops_before_the_engine_on_a_closed_port(synthetic_dir, tmp
     assert proc.returncode != 0
     assert f"127.0.0.1:{port}/v1/models does not answer" in proc.stderr.splitlines()[-1]
     assert "engine started" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------------------------------ the scripts' teacher
+TEACHER_UP_DOWN = """
+set -euo pipefail
+source scripts/_common.sh PROFILE=tiny STRATEGY=teacher_help
+if TEACHER_SERVE_PATH="$OUTPUT_DIR/no-model" gsi_teacher_up; then echo "up without a model"; else echo "refused"; fi
+gsi_teacher_up
+pid=$GSI_TEACHER_PID
+served_models="$("$PYTHON" -c "import sys, urllib.request as u; print(u.urlopen(sys.argv[1]).read().decode())" \
+    "$TEACHER_BASE_URL/models")"
+"$PYTHON" -c "import json, sys; print('serves', json.loads(sys.argv[1])['data'][0]['id'])" "$served_models"
+gsi_teacher_down
+if kill -0 "$pid" 2>/dev/null; then echo "still running"; else echo "stopped"; fi
+"""
+
+
+def test_the_scripts_serve_the_teacher_for_the_sampling_stage_then_stop_it(tiny_model_dir, tmp_path):
+    """scripts/_common.sh's gsi_teacher_up serves TEACHER_SERVE_PATH as TEACHER_MODEL on TEACHER_PORT (a real vLLM
+    server) until gsi_teacher_down; a server that cannot start fails the function, naming its log."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("TEACHER_SERVE_PATH", "TEACHER_MODEL")}
+    env.update({"MODEL_PATH": str(tiny_model_dir), "OUTPUT_DIR": str(tmp_path), "TEACHER_PORT": str(port),
+                "VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "PYTHON": sys.executable})
+    proc = subprocess.run(["bash", "-c", TEACHER_UP_DOWN], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=500)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:3] == ["refused", f"serves {SERVED_NAME}", "stopped"], proc.stdout
+    assert "teacher server did not come up; see" in proc.stderr and f"port {port}" in proc.stderr
