@@ -28,6 +28,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from src.cli import UsageError, one_line_errors, run_cli
+from src.filtering import GenerateConfig
+from src.iwsi import ValidSplitConfig
+from src.sampling.cli import SCRIPTS
+from src.sampling.loop import SamplingConfig
+from src.sampling.teacher import TeacherConfig
+from src.training import TrainConfig
+from src.tripost.edit import EditConfig
 
 PROG = "python -m src.profiles"
 
@@ -188,22 +195,20 @@ def _profiles() -> dict[str, dict[str, Value]]:
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _settings() -> tuple[Setting, ...]:
-    from src.filtering import GenerateConfig
-    from src.sampling.cli import SCRIPTS
-    from src.sampling.loop import SamplingConfig
-    from src.sampling.teacher import TeacherConfig
-    from src.training import TrainConfig
+def _train(name: str) -> str:
+    return field_default(TrainConfig, name)
 
-    def train(name: str) -> str:
-        return field_default(TrainConfig, name)
 
-    def sampling(name: str) -> str:
-        return field_default(SamplingConfig, name)
+def _sampling(name: str) -> str:
+    return field_default(SamplingConfig, name)
 
-    def generate(name: str) -> str:
-        return field_default(GenerateConfig, name)
 
+def _generate(name: str) -> str:
+    return field_default(GenerateConfig, name)
+
+
+def _experiment_settings() -> tuple[Setting, ...]:
+    """What the run is: profile, strategy, model, folders, iterations."""
     S = Setting
     return (
         # --- the experiment
@@ -212,7 +217,7 @@ def _settings() -> tuple[Setting, ...]:
         S("STRATEGY", "state_reset", "the sampling strategy (inference_<STRATEGY>.py; vanilla: inference.py)",
           choices=tuple(SCRIPTS)),
         S("EXP_TAG", "{STRATEGY}", "first word of EXP_NAME (iter_original, uniform, state_reset, ...)"),
-        S("MODE", sampling("mode"), "cot: rationales; pot: programs", choices=("cot", "pot")),
+        S("MODE", _sampling("mode"), "cot: rationales; pot: programs", choices=("cot", "pot")),
         S("MODEL_PATH", "models/Meta-Llama-3-8B", "the base model; every iteration retrains from it"),
         S("MODEL_NAME", lambda s: Path(s["MODEL_PATH"]).name, "the model's name in MODEL_TAG"),
         S("MODEL_TAG", "{MODEL_NAME}_{MODE}", "the <model> folder under OUTPUT_DIR"),
@@ -221,7 +226,7 @@ def _settings() -> tuple[Setting, ...]:
         S("DATA_NAME", "train", "iter_data/<DATA_NAME>_iter_<i>.json"),
         S("NUM_ITERS", "4", "iterations; each retrains from MODEL_PATH on that iteration's data"),
         S("START_ITER", "0", "first iteration to run"),
-        S("SEED", train("seed"), "seed of training, sampling and evaluation"),
+        S("SEED", _train("seed"), "seed of training, sampling and evaluation"),
         S("EXP_NAME", "{EXP_TAG}_sample_{SAMPLE_NUM}_correct_{MIN_CORRECT_NUM}_max_{MAX_RESAMPLE_NUM}"
                       "_orig_{INCLUDE_ORIGINAL}_preiter_{INCLUDE_PRE_ITER}",
           "the experiment's folder name (the original's names; other settings are not in it: changing one reruns "
@@ -231,20 +236,27 @@ def _settings() -> tuple[Setting, ...]:
                              "or DATA_DIR is given)", choices=("0", "1")),
         S("TINY_BASE_DIR", "{OUTPUT_DIR}/demo", "tiny: the demo's world and base, shared with `make demo`"),
         S("TINY_BASE_ARGS", "", "tiny: more demo.py flags for the world and base (scripts/tiny/base.py)"),
+    )
+
+
+def _sampling_settings() -> tuple[Setting, ...]:
+    """The sampling stage, its GPUs and the teacher."""
+    S = Setting
+    return (
         # --- sampling
         S("TRAIN_DATASETS", "gsm8k math aqua", "held-in sampling pools: $DATA_DIR/inference/$MODE/<file>.json"),
-        S("SAMPLE_NUM", sampling("sample_num"), "initial samples per query"),
-        S("MIN_CORRECT_NUM", sampling("min_correct_num"), "resample a query while it has fewer correct samples"),
-        S("MAX_RESAMPLE_NUM", sampling("max_resample_num"), "resampling rounds at most"),
-        S("TEMPERATURE", sampling("temperature"), "student sampling temperature"),
-        S("MAX_LENGTH", sampling("max_new_tokens"), "new tokens per sample / evaluation response"),
+        S("SAMPLE_NUM", _sampling("sample_num"), "initial samples per query"),
+        S("MIN_CORRECT_NUM", _sampling("min_correct_num"), "resample a query while it has fewer correct samples"),
+        S("MAX_RESAMPLE_NUM", _sampling("max_resample_num"), "resampling rounds at most"),
+        S("TEMPERATURE", _sampling("temperature"), "student sampling temperature"),
+        S("MAX_LENGTH", _sampling("max_new_tokens"), "new tokens per sample / evaluation response"),
         S("MAX_MODEL_LEN", "4096", "prompt + response tokens per sequence in vLLM"),
         S("GPU_IDS", "", "this job's GPUs (llama3: CUDA_VISIBLE_DEVICES, SLURM_GPUS_ON_NODE or nvidia-smi)"),
         S("NUM_GPUS", "0", "how many GPU_IDS"),
         S("DEVICE_NUM", "8", "tensor-parallel GPUs of the vLLM stages (llama3: from NUM_GPUS)"),
-        S("GRADER", sampling("grader"), "project | reference: the grader of eval.py and inference*.py",
+        S("GRADER", _sampling("grader"), "project | reference: the grader of eval.py and inference*.py",
           choices=("project", "reference")),
-        S("POT_WORKERS", sampling("pot_workers"), "PoT: sandbox processes running the sampled programs"),
+        S("POT_WORKERS", _sampling("pot_workers"), "PoT: sandbox processes running the sampled programs"),
         S("NUM_SHARDS", "1", ">1: sampling as NUM_SHARDS engines, merged (scripts/cluster/sample_shards.sh)"),
         S("SHARDS_PER_NODE", "", "shards side by side on a node (empty: its GPUs / DEVICE_NUM)"),
         S("SHARD_NODES", "1", ">1: spread the shards over this many nodes of the allocation (srun)"),
@@ -263,30 +275,37 @@ def _settings() -> tuple[Setting, ...]:
           "the served teacher's tensor-parallel size"),
         S("TEACHER_GPU_MEM", "0.9", "the served teacher's --gpu-memory-utilization"),
         S("TEACHER_SERVE_ARGS", "", "more vLLM api_server flags for the teacher served here, word-split"),
+    )
+
+
+def _training_settings() -> tuple[Setting, ...]:
+    """Evaluation, the next iteration's data, training and the machinery."""
+    S = Setting
+    return (
         # --- evaluation and the next iteration's data
         S("EVAL_DATASETS", "gsm8k math aqua mathqa svamp theoremqa", "the test sets of every evaluation"),
         S("EVAL_EXTRA_ARGS", "", "more eval.py flags, word-split"),
         S("ORIGINAL_DATA", "{DATA_DIR}/train/{MODE}/mathinstruct.json", "iteration-0 data"),
-        S("INCLUDE_ORIGINAL", generate("include_original_data"), "add the original data to every iteration's"),
-        S("INCLUDE_PRE_ITER", generate("include_pre_iter_data"), "add the previous iteration's data"),
-        S("CHECK_RESULT", generate("check_result"), "keep only samples whose <<...>> annotations hold"),
+        S("INCLUDE_ORIGINAL", _generate("include_original_data"), "add the original data to every iteration's"),
+        S("INCLUDE_PRE_ITER", _generate("include_pre_iter_data"), "add the previous iteration's data"),
+        S("CHECK_RESULT", _generate("check_result"), "keep only samples whose <<...>> annotations hold"),
         S("MAX_PER_QUESTION", "", "keep at most this many samples per question (empty: no cap)"),
         S("FILTER_ARGS", "", "more generate_train_data.py flags, word-split (empty: the original's filter)"),
         # --- training (train.py flags)
         S("ACCELERATE_CONFIG", "default_config_deepspeed_ga2.yaml", "accelerate launch --config_file"),
-        S("BATCH_SIZE", train("batch_size"), "micro-batch per process"),
-        S("GRAD_ACC", train("gradient_accumulation_steps"), "accumulation (a DeepSpeed config's value wins)"),
-        S("LEARNING_RATE", train("learning_rate"), "peak learning rate"),
-        S("WEIGHT_DECAY", train("weight_decay"), "the paper's 0 (train.py alone defaults to the original's 1e-6)"),
-        S("N_EPOCHS", train("n_epochs"), "epochs per iteration"),
-        S("MAX_STEPS", train("max_steps"), "cap on optimizer steps (-1: the epochs)"),
-        S("WARMUP_STEP", train("warmup_step"), "warm-up steps (-1: 10% of the steps)"),
-        S("LR_SCHEDULER", train("lr_scheduler"), "linear | cosine"),
-        S("MAX_INPUT_LENGTH", train("max_input_length"), "tokens per training example"),
-        S("KEEP_NUM_CKPT", train("keep_num_ckpt"), "resumable checkpoints kept"),
-        S("SAVING_STEP_FREQ", train("saving_step_freq"), "a resumable checkpoint every N steps (0: per epoch only)"),
-        S("GRADIENT_CHECKPOINTING", train("gradient_checkpointing"), "recompute activations (less GPU memory)"),
-        S("TORCH_DTYPE", train("torch_dtype"), "dtype the weights load in (auto: bf16 under DeepSpeed bf16)"),
+        S("BATCH_SIZE", _train("batch_size"), "micro-batch per process"),
+        S("GRAD_ACC", _train("gradient_accumulation_steps"), "accumulation (a DeepSpeed config's value wins)"),
+        S("LEARNING_RATE", _train("learning_rate"), "peak learning rate"),
+        S("WEIGHT_DECAY", _train("weight_decay"), "the paper's 0 (train.py alone defaults to the original's 1e-6)"),
+        S("N_EPOCHS", _train("n_epochs"), "epochs per iteration"),
+        S("MAX_STEPS", _train("max_steps"), "cap on optimizer steps (-1: the epochs)"),
+        S("WARMUP_STEP", _train("warmup_step"), "warm-up steps (-1: 10% of the steps)"),
+        S("LR_SCHEDULER", _train("lr_scheduler"), "linear | cosine"),
+        S("MAX_INPUT_LENGTH", _train("max_input_length"), "tokens per training example"),
+        S("KEEP_NUM_CKPT", _train("keep_num_ckpt"), "resumable checkpoints kept"),
+        S("SAVING_STEP_FREQ", _train("saving_step_freq"), "a resumable checkpoint every N steps (0: per epoch only)"),
+        S("GRADIENT_CHECKPOINTING", _train("gradient_checkpointing"), "recompute activations (less GPU memory)"),
+        S("TORCH_DTYPE", _train("torch_dtype"), "dtype the weights load in (auto: bf16 under DeepSpeed bf16)"),
         S("TRAIN_PROCS", "", "training processes (empty: ACCELERATE_CONFIG's num_processes)"),
         S("GLOBAL_BATCH", "", "set: DeepSpeed accumulation = GLOBAL_BATCH / (BATCH_SIZE x TRAIN_PROCS)"),
         S("MAIN_PROCESS_PORT", "0", "torch.distributed rendezvous port; 0: a free one (shared nodes)"),
@@ -296,24 +315,20 @@ def _settings() -> tuple[Setting, ...]:
         S("DRY_RUN", "0", "1: print the settings and each stage's command instead of running it",
           choices=("0", "1")),
         S("STAGE_RETRIES", "0", "reruns of a failed stage (outputs cleared first: nothing duplicated)"),
-        *_method_settings(generate),
     )
 
 
-def _method_settings(generate: Callable[[str], str]) -> tuple[Setting, ...]:
+def _method_settings() -> tuple[Setting, ...]:
     """The settings of the three methods' scripts (scripts/_iwsi.sh, _srit.sh, _tripost.sh)."""
-    from src.iwsi import ValidSplitConfig
-    from src.tripost.edit import EditConfig
-
     S = Setting
     return (
         # --- IWSI (arXiv 2408.09849)
         S("IWSI_VARIANT", "", "iwsi: drop the most shifted samples; iwsi_w: weight them; lmsi: vote only",
           choices=("iwsi", "iwsi_w", "lmsi")),
-        S("KEEP_FRACTION", generate("keep_fraction"), "k: keep floor(k * n) lowest-DS samples"),
-        S("DS_SPAN", generate("ds_span"), "full: 'Q: ..\\nA: ..' (the official code); rationale: under the "
+        S("KEEP_FRACTION", _generate("keep_fraction"), "k: keep floor(k * n) lowest-DS samples"),
+        S("DS_SPAN", _generate("ds_span"), "full: 'Q: ..\\nA: ..' (the official code); rationale: under the "
                                           "student prompt", choices=("full", "rationale")),
-        S("DS_REFERENCE_CLIP", generate("ds_reference_clip"), "true: the official clipping of w'"),
+        S("DS_REFERENCE_CLIP", _generate("ds_reference_clip"), "true: the official clipping of w'"),
         S("DS_MODEL", "{MODEL_PATH}", "the frozen pre-trained model scoring w'"),
         S("IWSI_CLIP", "2.0", "iwsi_w: C in min(w', C)"),
         S("VALID_FRACTION", field_default(ValidSplitConfig, "fraction"), "share of VALID_SOURCE in the valid set"),
@@ -323,8 +338,8 @@ def _method_settings(generate: Callable[[str], str]) -> tuple[Setting, ...]:
         S("TEACHER_SAMPLE_NUM", "4", "teacher samples per pool question"),
         S("TEACHER_KEEP", "1", "demonstrations kept per question"),
         S("ROUNDS", "1", "DPO rounds (phase 2 repeated on the newest model)"),
-        S("PAIR_MODE", generate("pair_mode"), "self | teacher | mixed", choices=("self", "teacher", "mixed")),
-        S("MAX_PAIRS", generate("max_pairs_per_question"), "pairs per question"),
+        S("PAIR_MODE", _generate("pair_mode"), "self | teacher | mixed", choices=("self", "teacher", "mixed")),
+        S("MAX_PAIRS", _generate("max_pairs_per_question"), "pairs per question"),
         S("DPO_BETA", "0.1", "DPO beta"),
         S("DPO_EPOCHS", "1", "DPO epochs"),
         S("DPO_LR", "5e-7", "DPO learning rate"),
@@ -338,7 +353,7 @@ def _method_settings(generate: Callable[[str], str]) -> tuple[Setting, ...]:
           choices=("scripted", "teacher")),
         S("TRIPOST_MAX_UPDATES", field_default(EditConfig, "max_updates"), "updates per trajectory (official: 5)"),
         S("TRIPOST_WINDOW", "64", "questions per resumable window of the edit stage"),
-        S("IMPROVE_RATIO", generate("improve_ratio"), "p: ceil(n_improvement / p) non-improvement and as many "
+        S("IMPROVE_RATIO", _generate("improve_ratio"), "p: ceil(n_improvement / p) non-improvement and as many "
                                                       "gold examples"),
         S("SECTION_WEIGHT", "1.5", "weight of the tokens from the first 'Feedback:' on (official 1.5)"),
         S("SELF_IMPROVE_ROUNDS", "2", "evaluation: rounds of own feedback and revision"),
@@ -346,6 +361,10 @@ def _method_settings(generate: Callable[[str], str]) -> tuple[Setting, ...]:
         S("TRIPOST_LEARNING_RATE", "{LEARNING_RATE}", "learning rate of the TriPosT iterations"),
         S("TRIPOST_MAX_STEPS", "{MAX_STEPS}", "step cap of the TriPosT iterations"),
     )
+
+
+def _settings() -> tuple[Setting, ...]:
+    return _experiment_settings() + _sampling_settings() + _training_settings() + _method_settings()
 
 
 SETTINGS: tuple[Setting, ...] = _settings()
@@ -400,8 +419,6 @@ def _global_batch_accumulation(s: Settings, batch_setting: str) -> str:
 
 def derived(s: Settings) -> dict[str, str]:
     """Values the stages compute from the settings (not settings themselves: nobody sets them)."""
-    from src.sampling.cli import SCRIPTS
-
     served_teacher = s["STRATEGY"] == "teacher_help" and s["TEACHER_SERVE_PATH"] and s["SAMPLE_GPUS"]
     return {
         "INFERENCE_SCRIPT": SCRIPTS[s["STRATEGY"]],
