@@ -67,9 +67,9 @@ gsi_stage() {
         --resumable "${STAGE_RESUMABLE[@]}" -- "$@"
 }
 
-# The data files of a space-separated list of data set names (file names come from src/datasets.py).
+# The data files of a space-separated list of data set names (file names come from src/registry.py).
 # gsi_lookup test|pool NAMES: sets GSI_FILES_test / GSI_FILES_pool (one path per line; file names come from
-# src/datasets.py), once per script run. Unknown name: exit.
+# src/registry.py), once per script run. Unknown name: exit.
 gsi_lookup() {
     local var="GSI_FILES_$1" listing
     if [[ -z "${!var:-}" ]]; then

@@ -145,7 +145,6 @@ def _shared_dataset(pairs: list[dict], data_dir: Path):
     """The pairs as an on-disk data set that every process opens: TRL caches the precomputed reference log-probs
     beside the data set's files, and an in-memory one would put them in a temporary folder of process 0 only."""
     from accelerate import PartialState
-
     from datasets import Dataset, load_from_disk
 
     state = PartialState()

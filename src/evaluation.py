@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from src import prompts
-from src.datasets import get_dataset
 from src.grading.reference import GRADERS
 from src.records import RecordError, load_records, write_json
+from src.registry import get_dataset
 
 RES_SUFFIX = "_res.json"
 METRICS_FILE = "metrics.json"

@@ -25,9 +25,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from src.datasets import get_dataset
 from src.grading.process import check_annotations, check_annotations_original
 from src.records import RecordError, load_records, read_json_or_jsonl, training_record
+from src.registry import get_dataset
 
 BUCKETS = ("kept", "wrong_answer", "failed_check", "duplicate", "capped")
 

@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from src.datasets import get_dataset
 from src.grading.extract import last_boxed
 from src.grading.process import ANSWER_TRIGGER, final_answer
 from src.records import validate_records, write_json, write_text
+from src.registry import get_dataset
 
 CHOICE_LETTERS = "ABCDE"
 
@@ -241,7 +241,7 @@ def pot_pool(mathinstruct_rows: list[dict], gold: list[dict], dataset: str, sour
 class Source:
     """One public data set: where it lives on the Hub and how its rows become the project's records."""
 
-    dataset: str  # project name (src.datasets registry)
+    dataset: str  # project name (src.registry registry)
     hf_path: str
     configs: tuple[str | None, ...]  # several configs are concatenated (hendrycks MATH: one per subject)
     test_splits: tuple[str, ...]

@@ -340,7 +340,7 @@ def _main(argv: list[str]) -> int:
     d.add_argument("--root")
     d.add_argument("--inputs", nargs="*", default=[])
     d.add_argument("--outputs", nargs="+", required=True)
-    f = sub.add_parser("files", help="print the test or pool file of each data set (names from src.datasets)")
+    f = sub.add_parser("files", help="print the test or pool file of each data set (names from src.registry)")
     f.add_argument("kind", choices=["test", "pool"])
     f.add_argument("--data_dir", required=True)
     f.add_argument("--mode", default="cot", choices=["cot", "pot"])
@@ -364,7 +364,7 @@ def _main(argv: list[str]) -> int:
         print("done" if why is None else why)
         return 0 if why is None else 1
     if args.cmd == "files":
-        from src.datasets import get_dataset
+        from src.registry import get_dataset
 
         for name in args.datasets:
             try:

@@ -83,10 +83,10 @@ class FixedLogProbs:
 def test_dpo_loss_of_the_worked_example_through_trl(tmp_path, tiny_model_dir, gold_pairs):
     """beta 0.1, policy (-10 chosen, -12 rejected), reference (-11, -11): -log sigmoid(0.1 * (1 - -1)) = 0.598."""
     import torch
+    from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOTrainer
 
-    from datasets import Dataset
     from src.dpo import dpo_config
 
     args = dpo_config(output_dir=str(tmp_path), per_device_train_batch_size=2, disable_tqdm=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from src.analysis.experiment import Arm, Score
-from src.datasets import DATASETS, get_dataset
+from src.registry import DATASETS, get_dataset
 
 
 @dataclass

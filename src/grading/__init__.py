@@ -40,7 +40,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from src.datasets import get_dataset
 from src.grading.compare import (
     MAX_SYMBOLIC_CHARS,
     REL_TOL_EXACT,
@@ -65,6 +64,7 @@ from src.grading.extract import (
 )
 from src.grading.reference import GRADERS, reference_grade_batch
 from src.grading.sandbox import PotExecutor, ProgramResult
+from src.registry import get_dataset
 
 __all__ = ["GRADERS", "GradeResult", "grade_response", "grade_batch", "PotExecutor", "ProgramResult", "extract_answer",
            "answers_equal", "grade_program_output",

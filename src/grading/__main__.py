@@ -21,9 +21,9 @@ import sys
 import time
 
 from src.cli import check_input_file, check_output, check_range, one_line_errors, output_lock, run_cli
-from src.datasets import DATASETS
 from src.grading import GRADERS, PotExecutor, grade_batch, options_from_question
 from src.records import RecordError, read_json_or_jsonl, write_json
+from src.registry import DATASETS
 
 PROG = "python -m src.grading"
 

@@ -28,7 +28,7 @@ import operator
 import re
 from fractions import Fraction
 
-from src.datasets import get_dataset
+from src.registry import get_dataset
 
 GRADERS = ("project", "reference")
 TRIGGERS = ("The answer is:", "The answer is", "the answer is")

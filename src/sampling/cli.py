@@ -31,10 +31,10 @@ from src.cli import (
     parse_args,
     run_cli,
 )
-from src.datasets import get_dataset
 from src.engine import EngineConfig
 from src.fidelity import SAMPLING_DEFAULTS
 from src.records import load_records
+from src.registry import get_dataset
 from src.sampling.loop import SamplingAborted, SamplingConfig, SamplingRun, run_sampling, write_sampling_outputs
 from src.sampling.teacher import TeacherClient, TeacherConfig, TeacherError
 from src.shards import SAMPLING, ShardArguments, write_manifest

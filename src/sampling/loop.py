@@ -22,9 +22,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from src import prompts
-from src.datasets import get_dataset
 from src.engine import generate, sampling_params
 from src.records import write_json
+from src.registry import get_dataset
 from src.sampling.query import INITIAL, QueryState
 from src.sampling.strategies import STRATEGIES, Request, StrategyContext, get_strategy
 from src.sampling.teacher import TeacherError

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from src import prompts
-from src.datasets import ResetCut
+from src.registry import ResetCut
 from src.sampling.query import QueryState
 
 TOKEN_FRACTIONS = (0.2, 0.4, 0.6, 0.8, 0.8)  # SPEC.md: 80% twice (the original's cap), then back to 20%

@@ -42,7 +42,7 @@ def _reason(why: str) -> str:
 
 
 def _is_synthetic(dataset: str) -> bool:
-    from src.datasets import get_dataset
+    from src.registry import get_dataset
 
     return get_dataset(dataset).checks_gold_chain
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from src.datasets import DATASETS, get_dataset
 from src.records import load_records
+from src.registry import DATASETS, get_dataset
 
 
 def test_registry_lookup_and_aliases():
