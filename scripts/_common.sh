@@ -49,6 +49,12 @@ unset gsi_resolved
 
 # ------------------------------------------------------------------------------------------------ helpers
 gsi_log() { printf '[gsi %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+# gsi_show LABEL COMMAND...: one line on stdout, "LABEL" and the command shell-quoted (what DRY_RUN prints)
+gsi_show() {
+    printf '%s' "$1"
+    printf ' %q' "${@:2}"
+    printf '\n'
+}
 
 # gsi_stage NAME STAGE_DIR COMMAND...   (inputs/outputs in the arrays STAGE_INPUTS, STAGE_OUTPUTS,
 # STAGE_RESUMABLE). Marker: STAGE_DIR/stages/NAME.json; log: STAGE_DIR/logs/NAME.log.
@@ -56,9 +62,7 @@ gsi_stage() {
     local name=$1 stage_dir=$2
     shift 2
     if [[ "$DRY_RUN" == 1 ]]; then
-        printf '[dry-run] %s:' "$name"
-        printf ' %q' "$@"
-        printf '\n'
+        gsi_show "[dry-run] $name:" "$@"
         return 0
     fi
     "$PYTHON" -m src.stages run --stage "$name" --root "$EXP_DIR" --retries "$STAGE_RETRIES" \
@@ -67,9 +71,8 @@ gsi_stage() {
         --resumable "${STAGE_RESUMABLE[@]}" -- "$@"
 }
 
-# The data files of a space-separated list of data set names (file names come from src/registry.py).
-# gsi_lookup test|pool NAMES: sets GSI_FILES_test / GSI_FILES_pool (one path per line; file names come from
-# src/registry.py), once per script run. Unknown name: exit.
+# gsi_lookup test|pool NAMES: sets GSI_FILES_test / GSI_FILES_pool, the test or pool file of each data set name
+# (one path per line; file names come from src/registry.py), once per script run. Unknown name: exit.
 gsi_lookup() {
     local var="GSI_FILES_$1" listing
     if [[ -z "${!var:-}" ]]; then
@@ -183,9 +186,7 @@ gsi_original_inference() {
         --max_resample_num "${max_resample_num:?}" --max_length "${max_length:?}"
         --inference_data_file "${inference_data_file:?}" --mode "${mode:-cot}" "${teacher[@]}")
     if [[ "$DRY_RUN" == 1 ]]; then
-        printf '[dry-run] sample:'
-        printf ' %q' "${cmd[@]}"
-        printf '\n'
+        gsi_show "[dry-run] sample:" "${cmd[@]}"
         return 0
     fi
     mkdir -p "$(dirname "${log_file:?}")"
@@ -255,9 +256,7 @@ gsi_tiny_setup() {
     # shellcheck disable=SC2086
     local -a cmd=("$PYTHON" scripts/tiny/base.py --out_dir "$TINY_BASE_DIR" $TINY_BASE_ARGS)
     if [[ "$DRY_RUN" == 1 ]]; then
-        printf '[dry-run] base:'
-        printf ' %q' "${cmd[@]}"
-        printf '\n'
+        gsi_show "[dry-run] base:" "${cmd[@]}"
         return 0
     fi
     gsi_log "the demo's world and base in $TINY_BASE_DIR (default recipe: the shipped base; else trained, ~7.5 min)"
@@ -284,9 +283,7 @@ gsi_teacher_preflight() {
                   --teacher_model "${TEACHER_MODEL:?teacher_help needs TEACHER_MODEL}"
                   --teacher_base_url "$TEACHER_BASE_URL" --teacher_preflight_timeout 10)
     if [[ "$DRY_RUN" == 1 ]]; then
-        printf '[preflight]'
-        printf ' %q' "${cmd[@]}"
-        printf '\n'
+        gsi_show "[preflight]" "${cmd[@]}"
     else
         "${cmd[@]}" || exit 2
     fi
@@ -296,7 +293,7 @@ gsi_teacher_preflight() {
 # and check that every test set and pool file exists.
 gsi_prepare_run() {
     gsi_settings
-    if [[ "${TINY_SETUP:-0}" == 1 ]]; then gsi_tiny_setup; fi
+    if [[ "$TINY_SETUP" == 1 ]]; then gsi_tiny_setup; fi
     gsi_lookup test "$EVAL_DATASETS"
     gsi_lookup pool "$TRAIN_DATASETS"
 }

@@ -102,12 +102,13 @@ def shell_value(value: object) -> str:
     return str(value)
 
 
-def field_default(cls: type, name: str) -> str:
-    """The default of dataclass field ``name`` of ``cls`` (a stage's flag), as the scripts write it."""
+def flag_setting(name: str, cls: type, field_name: str, help: str) -> Setting:
+    """A setting that mirrors a stage's flag: its default and choices are those of ``cls``'s field."""
     for f in fields(cls):
-        if f.name == name:
-            return shell_value(f.default if f.default is not MISSING else f.default_factory())
-    raise KeyError(f"{cls.__name__} has no field {name}")
+        if f.name == field_name:
+            default = f.default if f.default is not MISSING else f.default_factory()
+            return Setting(name, shell_value(default), help, tuple(f.metadata.get("choices", ())))
+    raise KeyError(f"{cls.__name__} has no field {field_name}")
 
 
 def tensor_parallel_size(n_gpus: int) -> int:
@@ -195,16 +196,16 @@ def _profiles() -> dict[str, dict[str, Value]]:
 
 
 # ------------------------------------------------------------------------------------------------ settings
-def _train(name: str) -> str:
-    return field_default(TrainConfig, name)
+def _train(name: str, field_name: str, help: str) -> Setting:
+    return flag_setting(name, TrainConfig, field_name, help)
 
 
-def _sampling(name: str) -> str:
-    return field_default(SamplingConfig, name)
+def _sampling(name: str, field_name: str, help: str) -> Setting:
+    return flag_setting(name, SamplingConfig, field_name, help)
 
 
-def _generate(name: str) -> str:
-    return field_default(GenerateConfig, name)
+def _generate(name: str, field_name: str, help: str) -> Setting:
+    return flag_setting(name, GenerateConfig, field_name, help)
 
 
 def _experiment_settings() -> tuple[Setting, ...]:
@@ -217,7 +218,7 @@ def _experiment_settings() -> tuple[Setting, ...]:
         S("STRATEGY", "state_reset", "the sampling strategy (inference_<STRATEGY>.py; vanilla: inference.py)",
           choices=tuple(SCRIPTS)),
         S("EXP_TAG", "{STRATEGY}", "first word of EXP_NAME (iter_original, uniform, state_reset, ...)"),
-        S("MODE", _sampling("mode"), "cot: rationales; pot: programs", choices=("cot", "pot")),
+        _sampling("MODE", "mode", "cot: rationales; pot: programs"),
         S("MODEL_PATH", "models/Meta-Llama-3-8B", "the base model; every iteration retrains from it"),
         S("MODEL_NAME", lambda s: Path(s["MODEL_PATH"]).name, "the model's name in MODEL_TAG"),
         S("MODEL_TAG", "{MODEL_NAME}_{MODE}", "the <model> folder under OUTPUT_DIR"),
@@ -226,7 +227,7 @@ def _experiment_settings() -> tuple[Setting, ...]:
         S("DATA_NAME", "train", "iter_data/<DATA_NAME>_iter_<i>.json"),
         S("NUM_ITERS", "4", "iterations; each retrains from MODEL_PATH on that iteration's data"),
         S("START_ITER", "0", "first iteration to run"),
-        S("SEED", _train("seed"), "seed of training, sampling and evaluation"),
+        _train("SEED", "seed", "seed of training, sampling and evaluation"),
         S("EXP_NAME", "{EXP_TAG}_sample_{SAMPLE_NUM}_correct_{MIN_CORRECT_NUM}_max_{MAX_RESAMPLE_NUM}"
                       "_orig_{INCLUDE_ORIGINAL}_preiter_{INCLUDE_PRE_ITER}",
           "the experiment's folder name (the original's names; other settings are not in it: changing one reruns "
@@ -245,18 +246,17 @@ def _sampling_settings() -> tuple[Setting, ...]:
     return (
         # --- sampling
         S("TRAIN_DATASETS", "gsm8k math aqua", "held-in sampling pools: $DATA_DIR/inference/$MODE/<file>.json"),
-        S("SAMPLE_NUM", _sampling("sample_num"), "initial samples per query"),
-        S("MIN_CORRECT_NUM", _sampling("min_correct_num"), "resample a query while it has fewer correct samples"),
-        S("MAX_RESAMPLE_NUM", _sampling("max_resample_num"), "resampling rounds at most"),
-        S("TEMPERATURE", _sampling("temperature"), "student sampling temperature"),
-        S("MAX_LENGTH", _sampling("max_new_tokens"), "new tokens per sample / evaluation response"),
+        _sampling("SAMPLE_NUM", "sample_num", "initial samples per query"),
+        _sampling("MIN_CORRECT_NUM", "min_correct_num", "resample a query while it has fewer correct samples"),
+        _sampling("MAX_RESAMPLE_NUM", "max_resample_num", "resampling rounds at most"),
+        _sampling("TEMPERATURE", "temperature", "student sampling temperature"),
+        _sampling("MAX_LENGTH", "max_new_tokens", "new tokens per sample / evaluation response"),
         S("MAX_MODEL_LEN", "4096", "prompt + response tokens per sequence in vLLM"),
         S("GPU_IDS", "", "this job's GPUs (llama3: CUDA_VISIBLE_DEVICES, SLURM_GPUS_ON_NODE or nvidia-smi)"),
         S("NUM_GPUS", "0", "how many GPU_IDS"),
         S("DEVICE_NUM", "8", "tensor-parallel GPUs of the vLLM stages (llama3: from NUM_GPUS)"),
-        S("GRADER", _sampling("grader"), "project | reference: the grader of eval.py and inference*.py",
-          choices=("project", "reference")),
-        S("POT_WORKERS", _sampling("pot_workers"), "PoT: sandbox processes running the sampled programs"),
+        _sampling("GRADER", "grader", "project | reference: the grader of eval.py and inference*.py"),
+        _sampling("POT_WORKERS", "pot_workers", "PoT: sandbox processes running the sampled programs"),
         S("NUM_SHARDS", "1", ">1: sampling as NUM_SHARDS engines, merged (scripts/cluster/sample_shards.sh)"),
         S("SHARDS_PER_NODE", "", "shards side by side on a node (empty: its GPUs / DEVICE_NUM)"),
         S("SHARD_NODES", "1", ">1: spread the shards over this many nodes of the allocation (srun)"),
@@ -265,8 +265,8 @@ def _sampling_settings() -> tuple[Setting, ...]:
         S("TEACHER_SERVE_PATH", "", "if set, serve this model folder here for the sampling stage"),
         S("TEACHER_PORT", "8000", "port of the teacher served here"),
         S("TEACHER_BASE_URL", "http://127.0.0.1:{TEACHER_PORT}/v1", "set it for a teacher on another node"),
-        S("TEACHER_CONCURRENCY", field_default(TeacherConfig, "teacher_max_concurrency"),
-          "teacher requests in flight at once"),
+        flag_setting("TEACHER_CONCURRENCY", TeacherConfig, "teacher_max_concurrency",
+                     "teacher requests in flight at once"),
         S("TEACHER_PREFLIGHT", "1", "1: check the teacher's name and port before the first stage"),
         S("SAMPLE_GPUS", lambda s: _gpu_split(s, 0), "the student's sampling GPUs beside a teacher served here "
                                                      "(comma list; default: the lower half)"),
@@ -286,26 +286,26 @@ def _training_settings() -> tuple[Setting, ...]:
         S("EVAL_DATASETS", "gsm8k math aqua mathqa svamp theoremqa", "the test sets of every evaluation"),
         S("EVAL_EXTRA_ARGS", "", "more eval.py flags, word-split"),
         S("ORIGINAL_DATA", "{DATA_DIR}/train/{MODE}/mathinstruct.json", "iteration-0 data"),
-        S("INCLUDE_ORIGINAL", _generate("include_original_data"), "add the original data to every iteration's"),
-        S("INCLUDE_PRE_ITER", _generate("include_pre_iter_data"), "add the previous iteration's data"),
-        S("CHECK_RESULT", _generate("check_result"), "keep only samples whose <<...>> annotations hold"),
+        _generate("INCLUDE_ORIGINAL", "include_original_data", "add the original data to every iteration's"),
+        _generate("INCLUDE_PRE_ITER", "include_pre_iter_data", "add the previous iteration's data"),
+        _generate("CHECK_RESULT", "check_result", "keep only samples whose <<...>> annotations hold"),
         S("MAX_PER_QUESTION", "", "keep at most this many samples per question (empty: no cap)"),
         S("FILTER_ARGS", "", "more generate_train_data.py flags, word-split (empty: the original's filter)"),
         # --- training (train.py flags)
         S("ACCELERATE_CONFIG", "default_config_deepspeed_ga2.yaml", "accelerate launch --config_file"),
-        S("BATCH_SIZE", _train("batch_size"), "micro-batch per process"),
-        S("GRAD_ACC", _train("gradient_accumulation_steps"), "accumulation (a DeepSpeed config's value wins)"),
-        S("LEARNING_RATE", _train("learning_rate"), "peak learning rate"),
-        S("WEIGHT_DECAY", _train("weight_decay"), "the paper's 0 (train.py alone defaults to the original's 1e-6)"),
-        S("N_EPOCHS", _train("n_epochs"), "epochs per iteration"),
-        S("MAX_STEPS", _train("max_steps"), "cap on optimizer steps (-1: the epochs)"),
-        S("WARMUP_STEP", _train("warmup_step"), "warm-up steps (-1: 10% of the steps)"),
-        S("LR_SCHEDULER", _train("lr_scheduler"), "linear | cosine"),
-        S("MAX_INPUT_LENGTH", _train("max_input_length"), "tokens per training example"),
-        S("KEEP_NUM_CKPT", _train("keep_num_ckpt"), "resumable checkpoints kept"),
-        S("SAVING_STEP_FREQ", _train("saving_step_freq"), "a resumable checkpoint every N steps (0: per epoch only)"),
-        S("GRADIENT_CHECKPOINTING", _train("gradient_checkpointing"), "recompute activations (less GPU memory)"),
-        S("TORCH_DTYPE", _train("torch_dtype"), "dtype the weights load in (auto: bf16 under DeepSpeed bf16)"),
+        _train("BATCH_SIZE", "batch_size", "micro-batch per process"),
+        _train("GRAD_ACC", "gradient_accumulation_steps", "accumulation (a DeepSpeed config's value wins)"),
+        _train("LEARNING_RATE", "learning_rate", "peak learning rate"),
+        _train("WEIGHT_DECAY", "weight_decay", "the paper's 0 (train.py alone defaults to the original's 1e-6)"),
+        _train("N_EPOCHS", "n_epochs", "epochs per iteration"),
+        _train("MAX_STEPS", "max_steps", "cap on optimizer steps (-1: the epochs)"),
+        _train("WARMUP_STEP", "warmup_step", "warm-up steps (-1: 10% of the steps)"),
+        _train("LR_SCHEDULER", "lr_scheduler", "linear | cosine"),
+        _train("MAX_INPUT_LENGTH", "max_input_length", "tokens per training example"),
+        _train("KEEP_NUM_CKPT", "keep_num_ckpt", "resumable checkpoints kept"),
+        _train("SAVING_STEP_FREQ", "saving_step_freq", "a resumable checkpoint every N steps (0: per epoch only)"),
+        _train("GRADIENT_CHECKPOINTING", "gradient_checkpointing", "recompute activations (less GPU memory)"),
+        _train("TORCH_DTYPE", "torch_dtype", "dtype the weights load in (auto: bf16 under DeepSpeed bf16)"),
         S("TRAIN_PROCS", "", "training processes (empty: ACCELERATE_CONFIG's num_processes)"),
         S("GLOBAL_BATCH", "", "set: DeepSpeed accumulation = GLOBAL_BATCH / (BATCH_SIZE x TRAIN_PROCS)"),
         S("MAIN_PROCESS_PORT", "0", "torch.distributed rendezvous port; 0: a free one (shared nodes)"),
@@ -325,21 +325,21 @@ def _method_settings() -> tuple[Setting, ...]:
         # --- IWSI (arXiv 2408.09849)
         S("IWSI_VARIANT", "", "iwsi: drop the most shifted samples; iwsi_w: weight them; lmsi: vote only",
           choices=("iwsi", "iwsi_w", "lmsi")),
-        S("KEEP_FRACTION", _generate("keep_fraction"), "k: keep floor(k * n) lowest-DS samples"),
-        S("DS_SPAN", _generate("ds_span"), "full: 'Q: ..\\nA: ..' (the official code); rationale: under the "
-                                          "student prompt", choices=("full", "rationale")),
-        S("DS_REFERENCE_CLIP", _generate("ds_reference_clip"), "true: the official clipping of w'"),
+        _generate("KEEP_FRACTION", "keep_fraction", "k: keep floor(k * n) lowest-DS samples"),
+        _generate("DS_SPAN", "ds_span", "full: 'Q: ..\\nA: ..' (the official code); rationale: under the "
+                                        "student prompt"),
+        _generate("DS_REFERENCE_CLIP", "ds_reference_clip", "true: the official clipping of w'"),
         S("DS_MODEL", "{MODEL_PATH}", "the frozen pre-trained model scoring w'"),
         S("IWSI_CLIP", "2.0", "iwsi_w: C in min(w', C)"),
-        S("VALID_FRACTION", field_default(ValidSplitConfig, "fraction"), "share of VALID_SOURCE in the valid set"),
+        flag_setting("VALID_FRACTION", ValidSplitConfig, "fraction", "share of VALID_SOURCE in the valid set"),
         S("VALID_SOURCE", "{ORIGINAL_DATA}", "labelled data the valid set is drawn from"),
         # --- Self-Refine Instruction-Tuning (arXiv 2405.00402)
         S("TEACHER_PATH", "", "teacher model sampled for the demonstrations (empty: ORIGINAL_DATA)"),
         S("TEACHER_SAMPLE_NUM", "4", "teacher samples per pool question"),
         S("TEACHER_KEEP", "1", "demonstrations kept per question"),
         S("ROUNDS", "1", "DPO rounds (phase 2 repeated on the newest model)"),
-        S("PAIR_MODE", _generate("pair_mode"), "self | teacher | mixed", choices=("self", "teacher", "mixed")),
-        S("MAX_PAIRS", _generate("max_pairs_per_question"), "pairs per question"),
+        _generate("PAIR_MODE", "pair_mode", "self | teacher | mixed"),
+        _generate("MAX_PAIRS", "max_pairs_per_question", "pairs per question"),
         S("DPO_BETA", "0.1", "DPO beta"),
         S("DPO_EPOCHS", "1", "DPO epochs"),
         S("DPO_LR", "5e-7", "DPO learning rate"),
@@ -347,14 +347,12 @@ def _method_settings() -> tuple[Setting, ...]:
         S("DPO_GRAD_ACC", "1", "DPO accumulation (with GLOBAL_BATCH set: the one keeping it)"),
         S("DPO_EXTRA_ARGS", "", "more train_dpo.py (trl.DPOConfig) flags, word-split"),
         # --- TriPosT
-        S("TRIPOST_VERIFIER", field_default(EditConfig, "verifier"), "process | teacher (TEACHER_MODEL, "
-                                                                     "temperature 0)", choices=("process", "teacher")),
-        S("TRIPOST_IMPROVER", field_default(EditConfig, "improver"), "scripted | teacher (temperature 0.7)",
-          choices=("scripted", "teacher")),
-        S("TRIPOST_MAX_UPDATES", field_default(EditConfig, "max_updates"), "updates per trajectory (official: 5)"),
+        flag_setting("TRIPOST_VERIFIER", EditConfig, "verifier", "process | teacher (TEACHER_MODEL, temperature 0)"),
+        flag_setting("TRIPOST_IMPROVER", EditConfig, "improver", "scripted | teacher (temperature 0.7)"),
+        flag_setting("TRIPOST_MAX_UPDATES", EditConfig, "max_updates", "updates per trajectory (official: 5)"),
         S("TRIPOST_WINDOW", "64", "questions per resumable window of the edit stage"),
-        S("IMPROVE_RATIO", _generate("improve_ratio"), "p: ceil(n_improvement / p) non-improvement and as many "
-                                                      "gold examples"),
+        _generate("IMPROVE_RATIO", "improve_ratio", "p: ceil(n_improvement / p) non-improvement and as many "
+                                                    "gold examples"),
         S("SECTION_WEIGHT", "1.5", "weight of the tokens from the first 'Feedback:' on (official 1.5)"),
         S("SELF_IMPROVE_ROUNDS", "2", "evaluation: rounds of own feedback and revision"),
         S("TRIPOST_N_EPOCHS", "{N_EPOCHS}", "epochs of the TriPosT iterations"),
@@ -463,7 +461,7 @@ def hardware_summary(s: Settings) -> list[str]:
     """The hardware-dependent settings, "name: value" (DRY_RUN prints them; a run logs them)."""
     multiprocessing = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") or \
         "unset: vLLM default (src/engine.py: in-process on CPU only)"
-    accumulation = derived(s)["DS_GRAD_ACC"]
+    accumulation = _global_batch_accumulation(s, "BATCH_SIZE")
     return [
         f"gpus: {s['NUM_GPUS'] or 0} ({s['GPU_IDS'] or 'none'})",
         f"vllm tensor parallel (DEVICE_NUM): {s['DEVICE_NUM']}",
